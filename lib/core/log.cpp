@@ -1,0 +1,61 @@
+#include "lli/log.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <mutex>
+
+namespace lli {
+namespace {
+LogLevel g_level = LogLevel::info;
+bool g_force_progress = false;
+std::mutex g_mu;
+}  // namespace
+
+void set_log_level(LogLevel level) { g_level = level; }
+LogLevel log_level() { return g_level; }
+
+void log_line(LogLevel, const std::string& msg) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  std::fprintf(stderr, "%s\n", msg.c_str());
+  std::fflush(stderr);
+}
+
+void set_progress_mode(bool force) { g_force_progress = force; }
+bool progress_enabled() {
+  if (g_level == LogLevel::quiet) return false;
+  return g_force_progress || ::isatty(STDERR_FILENO);
+}
+
+double now_ms() {
+  using namespace std::chrono;
+  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+Progress::Progress(std::string label, long total)
+    : label_(std::move(label)), total_(total), active_(progress_enabled()), start_(std::chrono::steady_clock::now()) {
+  update(0);
+}
+Progress::~Progress() { finish(); }
+
+void Progress::update(long done) {
+  done_ = done;
+  if (!active_ || finished_) return;
+  const int width = 30;
+  int filled = total_ > 0 ? static_cast<int>(width * done_ / total_) : 0;
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::lock_guard<std::mutex> lock(g_mu);
+  std::fprintf(stderr, "\r%s [%s%s] %ld/%ld %.1fs", label_.c_str(), std::string(filled, '#').c_str(),
+               std::string(width - filled, '.').c_str(), done_, total_, secs);
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  if (!active_ || finished_) return;
+  finished_ = true;
+  std::lock_guard<std::mutex> lock(g_mu);
+  std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace lli

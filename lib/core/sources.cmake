@@ -1,0 +1,5 @@
+list(APPEND LLI_BASE_SOURCES
+  core/fs.cpp
+  core/log.cpp)
+list(APPEND LLI_TORCH_SOURCES
+  core/device.cpp)

@@ -1,0 +1,31 @@
+// --device / --dtype / --threads resolution (torch-free header).
+#pragma once
+
+#include <string>
+
+namespace lli {
+
+enum class DTypeChoice { automatic, f32, bf16, f16 };
+
+struct DeviceChoice {
+  bool cuda = false;
+  int index = 0;
+  std::string str() const { return cuda ? "cuda:" + std::to_string(index) : "cpu"; }
+};
+
+DeviceChoice parse_device(const std::string& s);  // "cpu", "cuda", "cuda:N"; UsageError otherwise
+DTypeChoice parse_dtype(const std::string& s);    // "auto", "f32", "bf16", "f16"; UsageError otherwise
+const char* dtype_choice_name(DTypeChoice d);
+
+bool cpu_has_avx512_bf16();
+// Resolved compute dtype: auto = bf16 on CPUs with AVX512-BF16, f16 on CUDA, f32 otherwise.
+// f16 on CPU is refused (no fp16 matmul on CPU in libtorch 1.13): ModelError.
+DTypeChoice resolve_dtype(DTypeChoice d, const DeviceChoice& dev);
+
+// Throws ModelError when CUDA is asked for and libtorch has none (or the index is out of range).
+void check_device_available(const DeviceChoice& dev);
+
+// threads <= 0: number of cores. Sets libtorch's intra-op threads; returns the count used.
+int configure_threads(int threads);
+
+}  // namespace lli

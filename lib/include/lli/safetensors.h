@@ -1,0 +1,81 @@
+// safetensors reader and writer (no libtorch here; see tensor_io.h for the torch bridge).
+//
+// Reader: single file or sharded checkpoint (model.safetensors.index.json), memory-mapped; tensor
+// data is referenced in place and kept alive by a shared_ptr to the mapping. Validation follows the
+// format's reference implementation: header length capped at 100,000,000 bytes before anything is
+// allocated; header is JSON with no duplicate names; known dtype; shape x dtype size computed with
+// overflow checks and equal to the offsets' span; tensors cover the data section exactly (start at
+// 0, no gap, no overlap, end at end of file); __metadata__ only string->string; shard names in an
+// index confined to the checkpoint directory; Git-LFS pointer files named as such.
+// Every rejection is an lli::ModelError naming the file, the tensor and the rule.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lli::st {
+
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+
+std::size_t dtype_size(DType d);
+const char* dtype_name(DType d);  // "F32", ...
+
+struct Mapping;  // an mmap'd file; opaque
+
+struct TensorRef {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  const void* data = nullptr;  // points into the mapping
+  std::size_t nbytes = 0;
+  std::shared_ptr<const Mapping> owner;  // keeps `data` alive
+  std::string file;                      // for messages
+};
+
+// One .safetensors file.
+class File {
+ public:
+  static File open(const std::filesystem::path& path);
+  const std::string& path() const { return path_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::vector<TensorRef>& tensors() const { return tensors_; }  // in data-offset order
+
+ private:
+  std::string path_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorRef> tensors_;
+};
+
+// A checkpoint: a .safetensors file, a directory holding model.safetensors, or a directory
+// (or index path) with model.safetensors.index.json naming shards. `index_name` lets callers
+// open e.g. "diffusion_pytorch_model.safetensors.index.json".
+class Checkpoint {
+ public:
+  static Checkpoint open(const std::filesystem::path& path, const std::string& stem = "model");
+  bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
+  const TensorRef& get(const std::string& name) const;  // ModelError if absent
+  std::vector<std::string> names() const;               // sorted
+  const std::map<std::string, TensorRef>& all() const { return by_name_; }
+  const std::string& source() const { return source_; }  // path for messages
+
+ private:
+  std::string source_;
+  std::map<std::string, TensorRef> by_name_;
+};
+
+// Writer (atomic: temp file + rename). `data` must hold nbytes for each tensor.
+struct TensorData {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  const void* data = nullptr;
+  std::size_t nbytes = 0;
+};
+void write_file(const std::filesystem::path& path, const std::vector<TensorData>& tensors,
+                const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace lli::st

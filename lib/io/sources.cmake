@@ -1,0 +1,8 @@
+list(APPEND LLI_BASE_SOURCES
+  io/safetensors.cpp
+  io/image.cpp
+  io/prompt.cpp
+  io/session.cpp
+  io/registry.cpp)
+list(APPEND LLI_TORCH_SOURCES
+  io/tensor_io.cpp)

@@ -1,0 +1,4 @@
+list(APPEND LLI_BASE_SOURCES
+  pipelines/grabcut.cpp
+  pipelines/inpaint_telea.cpp)
+list(APPEND LLI_TORCH_SOURCES)

@@ -1,0 +1,2 @@
+list(APPEND LLI_TORCH_SOURCES
+  sampling/sampler.cpp)

@@ -1,0 +1,2 @@
+set(LLI_CLI_TEST_SOURCES
+  cli/test_cli.cpp)
