@@ -3,6 +3,7 @@ list(APPEND LLI_BASE_SOURCES
   io/image.cpp
   io/prompt.cpp
   io/session.cpp
-  io/registry.cpp)
+  io/registry.cpp
+  io/pil_resize.cpp)
 list(APPEND LLI_TORCH_SOURCES
   io/tensor_io.cpp)
