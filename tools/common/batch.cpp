@@ -1,1 +1,152 @@
-// stub
+#include "batch.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "lli/error.h"
+#include "lli/fs.h"
+#include "lli/log.h"
+
+namespace lli::cli {
+
+namespace {
+const std::vector<std::string> kImageExts = {".png", ".jpg", ".jpeg", ".webp", ".bmp"};
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+}  // namespace
+
+bool is_batch_input(const std::string& image_arg) {
+  if (image_arg.empty() || image_arg == "-") return false;
+  if (image_arg[0] == '@') return true;
+  std::error_code ec;
+  return fs::is_directory(image_arg, ec);
+}
+
+std::vector<fs::path> list_batch_inputs(const std::string& image_arg) {
+  std::vector<fs::path> items;
+  if (image_arg[0] == '@') {
+    const std::string list = image_arg.substr(1);
+    std::ifstream f(list);
+    if (!f) throw InputError(list + ": cannot open the batch list file");
+    std::string line;
+    while (std::getline(f, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+      size_t start = line.find_first_not_of(" \t");
+      if (start == std::string::npos || line[start] == '#') continue;
+      items.emplace_back(line.substr(start));
+    }
+  } else {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(image_arg, ec)) {
+      if (!e.is_regular_file()) continue;
+      const std::string ext = lower(e.path().extension().string());
+      if (std::find(kImageExts.begin(), kImageExts.end(), ext) != kImageExts.end()) items.push_back(e.path());
+    }
+    if (ec) throw InputError(image_arg + ": cannot list the directory (" + ec.message() + ")");
+  }
+  std::sort(items.begin(), items.end());
+  std::map<std::string, fs::path> stems;
+  for (const auto& p : items) {
+    auto [it, fresh] = stems.emplace(p.stem().string(), p);
+    if (!fresh)
+      throw InputError(image_arg + ": " + it->second.string() + " and " + p.string() +
+                       " have the same stem; their outputs would collide");
+  }
+  return items;
+}
+
+Shard parse_shard(const std::string& s) {
+  Shard sh;
+  if (s.empty()) return sh;
+  int k = 0, n = 0;
+  char extra = 0;
+  if (std::sscanf(s.c_str(), "%d/%d%c", &k, &n, &extra) != 2 || n < 1 || k < 1 || k > n)
+    throw UsageError("--shard '" + s + "': expected K/N with 1 <= K <= N, e.g. --shard 2/4");
+  sh.k = k;
+  sh.n = n;
+  return sh;
+}
+
+std::optional<fs::path> find_by_stem(const fs::path& dir, const std::string& stem,
+                                     const std::vector<std::string>& suffixes, const std::vector<std::string>& exts) {
+  std::error_code ec;
+  for (const auto& suffix : suffixes)
+    for (const auto& ext : exts) {
+      fs::path p = dir / (stem + suffix + ext);
+      if (fs::is_regular_file(p, ec)) return p;
+    }
+  return std::nullopt;
+}
+
+int run_batch(const CommonOptions& o, const std::string& tool,
+              const std::function<fs::path(const fs::path& input)>& output_for,
+              const std::function<void(const BatchItem& item, nlohmann::json& result)>& fn) {
+  if (o.outdir.empty()) throw UsageError("batch mode (-i " + o.image + ") needs --outdir DIR");
+  if (!o.output.empty()) throw UsageError("-o is for one image; batch mode writes into --outdir");
+  if (!o.session.empty()) throw UsageError("--session works on one image at a time; not with a batch -i");
+  const Shard shard = parse_shard(o.shard);
+  std::error_code ec;
+  fs::create_directories(o.outdir, ec);
+  if (ec) throw InputError(o.outdir + ": cannot create the output directory (" + ec.message() + ")");
+
+  const auto all = list_batch_inputs(o.image);
+  std::vector<fs::path> mine;
+  for (size_t i = 0; i < all.size(); ++i)
+    if (static_cast<int>(i % shard.n) == shard.k - 1) mine.push_back(all[i]);
+  log_info("{}: {} item(s) in {} (shard {}/{}: {})", tool, all.size(), o.image, shard.k, shard.n, mine.size());
+
+  int first_error = 0, n_ok = 0, n_skip = 0, n_fail = 0;
+  Progress bar(tool, static_cast<long>(mine.size()));
+  long done = 0;
+  for (const auto& input : mine) {
+    check_interrupted();
+    BatchItem item{input, input.stem().string(), output_for(input)};
+    nlohmann::json result = {{"input", input.string()}, {"output", item.output.string()}};
+    std::error_code e2;
+    if (!o.overwrite && fs::exists(item.output, e2)) {
+      result["status"] = "skipped";
+      result["reason"] = "output exists (use --overwrite to redo)";
+      ++n_skip;
+    } else {
+      if (fs::exists(item.output, e2) && fs::equivalent(item.output, input, e2))
+        throw UsageError(item.output.string() + ": output would overwrite its input");
+      try {
+        fn(item, result);
+        result["status"] = "ok";
+        ++n_ok;
+      } catch (const InterruptedError&) {
+        throw;
+      } catch (const Error& e) {
+        result["status"] = "error";
+        result["error"] = e.what();
+        result["exit_code"] = static_cast<int>(e.code());
+        if (!first_error) first_error = static_cast<int>(e.code());
+        ++n_fail;
+        std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), e.what());
+      } catch (const std::exception& e) {
+        result["status"] = "error";
+        result["error"] = e.what();
+        result["exit_code"] = 5;
+        if (!first_error) first_error = 5;
+        ++n_fail;
+        std::fprintf(stderr, "%s: error: %s: %s\n", tool.c_str(), input.string().c_str(), e.what());
+      }
+    }
+    if (o.json) {
+      std::printf("%s\n", result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::fflush(stdout);
+    }
+    bar.update(++done);
+  }
+  bar.finish();
+  log_info("{}: {} done, {} skipped (output exists), {} failed", tool, n_ok, n_skip, n_fail);
+  return first_error;
+}
+
+}  // namespace lli::cli

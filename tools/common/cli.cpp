@@ -1,1 +1,208 @@
-// stub
+#include "cli.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <new>
+#include <opencv2/core.hpp>
+
+#include "lli/device.h"
+#include "lli/error.h"
+#include "lli/fs.h"
+#include "lli/log.h"
+
+namespace lli::cli {
+
+void add_common_flags(CLI::App& app, CommonOptions& o, const FlagSet& which) {
+  if (which.model)
+    app.add_option("-m,--model", o.model, "Model: a name from configs/models.yaml or a checkpoint directory");
+  if (which.image)
+    app.add_option("-i,--image", o.image,
+                   which.batch ? "Input image ('-' = stdin), or a directory / @list.txt for batch mode"
+                               : "Input image ('-' = stdin)");
+  if (which.output) app.add_option("-o,--output", o.output, "Output file ('-' = PNG on stdout)");
+  if (which.session) {
+    app.add_option("--session", o.session,
+                   "Session file carrying the image history between tools ('-' = read it on stdin, "
+                   "write the updated session on stdout)");
+    app.add_option("--session-dir", o.session_dir,
+                   "Directory for the session's images (default: beside the session file; "
+                   "./lli-session/ for a piped session)");
+    o.from_step_opt = app.add_option("--from-step", o.from_step_raw, "Start from this earlier session step (undo / branch)")
+        ->check(CLI::NonNegativeNumber);
+  }
+  if (which.batch) {
+    app.add_option("--outdir", o.outdir, "Batch mode: output directory (created if missing)");
+    app.add_flag("--overwrite", o.overwrite, "Batch mode: redo items whose output already exists");
+    app.add_option("--shard", o.shard, "Batch mode: process part K of N (K/N, 1-based), e.g. --shard 2/4");
+  }
+  if (which.device) {
+    app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+    app.add_option("--dtype", o.dtype, "auto | f32 | bf16 | f16 (auto: bf16 on CPUs with AVX512-BF16, f16 on CUDA)")
+        ->capture_default_str();
+    app.add_option("--threads", o.threads, "CPU threads (default: number of cores)");
+  }
+  if (which.seed) o.seed_opt = app.add_option("--seed", o.seed_raw, "Random seed");
+  app.add_option("--config", o.config, "models.yaml to use (default: $LLI_CONFIG, ~/.config/lli/models.yaml, installed configs/)");
+  app.add_flag("--json", o.json, "Print the result as one JSON object (JSON Lines in batch mode)");
+  app.add_flag("-q,--quiet", o.quiet, "No logs or progress on stderr (errors are still printed)");
+  app.add_flag("-v,--verbose", o.verbose, "Debug logs on stderr");
+  app.add_flag("--progress", o.progress, "Draw progress bars even when stderr is not a terminal");
+}
+
+void add_prompt_flags(CLI::App& app, PromptOptions& p, bool with_text) {
+  app.add_option("-p,--prompt", p.prompt_file, "Prompt JSON file (strokes, points, boxes, text; see README)");
+  app.add_option("--point", p.points, "Point x,y[,neg] (repeatable)");
+  app.add_option("--box", p.boxes, "Box x0,y0,x1,y1[,phrase] (repeatable)");
+  app.add_option("--stroke", p.strokes, "Stroke \"x,y x,y ...\" (prefix neg: for a negative stroke; repeatable)");
+  app.add_option("--stroke-width", p.stroke_width, "Width in pixels of --stroke strokes")->capture_default_str();
+  app.add_flag("--normalized", p.normalized, "Inline coordinates are 0..1 of the image size");
+  if (with_text) app.add_option("--text", p.text, "Text prompt");
+}
+
+bool has_prompt(const PromptOptions& p) {
+  return !p.prompt_file.empty() || !p.points.empty() || !p.boxes.empty() || !p.strokes.empty() || !p.text.empty();
+}
+
+Prompt build_prompt(const PromptOptions& p, int width, int height, const std::string& file_override) {
+  const std::string file = file_override.empty() ? p.prompt_file : file_override;
+  Prompt out;
+  bool have = false;
+  if (!file.empty()) {
+    out = to_pixels(load_prompt(file), width, height);
+    have = true;
+  }
+  if (!p.points.empty() || !p.boxes.empty() || !p.strokes.empty() || !p.text.empty()) {
+    Prompt inl = parse_inline_prompt(p.points, p.boxes, p.strokes, p.text, p.stroke_width,
+                                     p.normalized ? Coords::normalized : Coords::pixels);
+    inl = to_pixels(inl, width, height);
+    if (have)
+      merge_prompt(out, inl);
+    else
+      out = inl;
+  }
+  return out;
+}
+
+void apply_runtime_options(const CommonOptions& o, bool uses_torch) {
+  set_log_level(o.quiet ? LogLevel::quiet : (o.verbose ? LogLevel::debug : LogLevel::info));
+  set_progress_mode(o.progress);
+  if (uses_torch) configure_threads(o.threads);
+}
+
+const Registry& registry(const CommonOptions& o) {
+  static std::optional<Registry> reg;
+  if (!reg) reg = Registry::load(o.config);
+  return *reg;
+}
+
+int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, CommonOptions& o,
+             const std::function<void()>& body) {
+  install_signal_handlers();
+  cv::redirectError([](int, const char*, const char*, const char*, int, void*) { return 0; });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "%s: error: %s\nRun '%s --help' for usage and examples.\n", tool.c_str(), e.what(),
+                 tool.c_str());
+    return static_cast<int>(ExitCode::usage);
+  }
+  if (o.from_step_opt && o.from_step_opt->count()) o.from_step = o.from_step_raw;
+  if (o.seed_opt && o.seed_opt->count()) o.seed = o.seed_raw;
+  auto fail = [&](int code, const std::string& msg) {
+    std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), msg.c_str());
+    return code;
+  };
+  try {
+    body();
+    return 0;
+  } catch (const InterruptedError&) {
+    return fail(130, "interrupted; no partial output was written");
+  } catch (const Error& e) {
+    return fail(static_cast<int>(e.code()), e.what());
+  } catch (const CLI::ParseError& e) {
+    return fail(2, e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(5, "out of memory");
+  } catch (const cv::Exception& e) {
+    return fail(5, std::string("OpenCV: ") + e.what());
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    // libtorch's c10::Error carries a multi-line backtrace; keep the first line.
+    auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg = msg.substr(0, nl);
+    if (msg.find("alloc") != std::string::npos && msg.find("memory") != std::string::npos) return fail(5, "out of memory: " + msg);
+    return fail(5, msg);
+  }
+}
+
+// ---- sessions --------------------------------------------------------------------------------
+SessionContext::SessionContext(const CommonOptions& o, const std::string& tool) : o_(o), tool_(tool) {
+  if (o.session.empty()) {
+    if (!o.session_dir.empty()) throw UsageError("--session-dir needs --session");
+    if (o.from_step) throw UsageError("--from-step needs --session");
+    return;
+  }
+  if (o.session == "-" && o.image == "-") throw UsageError("--session - and -i - both want stdin; give the image as a file");
+  session_ = Session::load(o.session, o.session_dir);
+}
+
+std::string SessionContext::input_image() {
+  if (!session_) {
+    if (o_.image.empty()) throw UsageError("no input image: pass -i IMAGE (or --session FILE)");
+    return o_.image;
+  }
+  if (!o_.image.empty()) {
+    if (o_.from_step) throw UsageError("-i and --from-step are exclusive: -i starts a new root step");
+    if (o_.image == "-") {
+      std::string bytes = read_file("-");
+      input_step_ = session_->add_image_step(bytes, "png", "import", "import",
+                                             nlohmann::json{{"source", "<stdin>"}}, std::nullopt, std::nullopt);
+    } else {
+      input_step_ = session_->import_image(o_.image);
+    }
+  } else {
+    input_step_ = session_->input_step(o_.from_step);
+  }
+  return session_->image_path(input_step_).string();
+}
+
+void SessionContext::save() {
+  if (session_) session_->save(o_.session);
+}
+
+bool stdout_is_session(const CommonOptions& o) { return o.session == "-"; }
+
+void emit_result(const CommonOptions& o, const nlohmann::json& result, const std::string& human) {
+  std::FILE* out = stdout_is_session(o) ? stderr : stdout;
+  if (o.json) {
+    std::string line = result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::fprintf(out, "%s\n", line.c_str());
+  } else if (!human.empty() && !(out == stderr && o.quiet)) {
+    std::fprintf(out, "%s\n", human.c_str());
+  }
+  std::fflush(out);
+}
+
+void no_backend(const std::string& what, const std::string& hint) {
+  throw ModelError(what + ": no backend available yet" + (hint.empty() ? "" : " (" + hint + ")"));
+}
+
+ResolvedModel require_model(const CommonOptions& o, const std::string& tool) {
+  const Registry& reg = registry(o);
+  std::string name = o.model;
+  if (name.empty()) name = reg.tool_string(tool, "model", "");
+  if (name.empty())
+    throw ModelError("no model configured for " + tool + ": pass -m CHECKPOINT_DIR or set tools." + tool +
+                     ".model in models.yaml (see README, 'Models')");
+  return reg.resolve_model(name);
+}
+
+}  // namespace lli::cli
