@@ -88,7 +88,7 @@ const char* chat_role_name(ChatRole r);  // "user" / "assistant"
 struct ChatTurn {
   ChatRole role = ChatRole::user;
   std::string text;
-  int step = 0;  // the image step the turn saw
+  int step = 0;  // the image step the turn saw; -1 = none (JSON null)
   std::string created;
 };
 
