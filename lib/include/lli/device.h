@@ -21,6 +21,8 @@ bool cpu_has_avx512_bf16();
 // Resolved compute dtype: auto = bf16 on CPUs with AVX512-BF16, f16 on CUDA, f32 otherwise.
 // f16 on CPU is refused (no fp16 matmul on CPU in libtorch 1.13): ModelError.
 DTypeChoice resolve_dtype(DTypeChoice d, const DeviceChoice& dev);
+// Same, with the CPU's bf16 capability given (for tests and for callers that already know it).
+DTypeChoice resolve_dtype(DTypeChoice d, const DeviceChoice& dev, bool cpu_bf16);
 
 // Throws ModelError when CUDA is asked for and libtorch has none (or the index is out of range).
 void check_device_available(const DeviceChoice& dev);
