@@ -1,3 +1,5 @@
+list(APPEND LLI_BASE_SOURCES
+  text/sentencepiece.cpp)
 list(APPEND LLI_TORCH_SOURCES
   text/llama_tokenizer.cpp
   text/chat_template.cpp)
