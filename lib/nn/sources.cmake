@@ -1,2 +1,4 @@
 list(APPEND LLI_TORCH_SOURCES
-  nn/layers.cpp)
+  nn/layers.cpp
+  nn/attention.cpp
+  nn/clip_layer.cpp)

@@ -1,0 +1,73 @@
+// Ref: transformers CLIPAttention / LlamaAttention eager paths (v4.45); see attention.h.
+#include "nn/attention.h"
+
+#include <limits>
+#include <string>
+
+#include "lli/error.h"
+
+namespace lli::nn {
+
+torch::Tensor causal_mask(std::int64_t lq, std::int64_t lk, std::int64_t offset, torch::Dtype dtype,
+                          torch::Device device) {
+  auto opts = torch::TensorOptions().device(device);
+  auto i = torch::arange(lq, opts.dtype(torch::kInt64)).unsqueeze(1);  // [Lq, 1]
+  auto j = torch::arange(lk, opts.dtype(torch::kInt64)).unsqueeze(0);  // [1, Lk]
+  auto hidden = j > (i + offset);                                      // [Lq, Lk]
+  double lowest = dtype == torch::kFloat64 ? std::numeric_limits<double>::lowest()
+                  : dtype == torch::kBFloat16 ? -3.3895313892515355e38
+                  : dtype == torch::kFloat16  ? -65504.0
+                                              : static_cast<double>(std::numeric_limits<float>::lowest());
+  return torch::zeros({lq, lk}, opts.dtype(dtype)).masked_fill(hidden, lowest);
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, const AttentionOptions& opt) {
+  // q: [B, H, Lq, D], k/v: [B, Hkv, Lk, D]
+  const auto B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3);
+  const auto Hkv = k.size(1), Lk = k.size(2);
+  if (Hkv <= 0 || H % Hkv != 0)
+    throw RuntimeError("attention: " + std::to_string(H) + " query heads are not a multiple of " +
+                       std::to_string(Hkv) + " key/value heads");
+  const auto n_rep = H / Hkv;
+
+  torch::Tensor qs = q;
+  if (opt.scale_mode == AttentionScale::multiply_query) qs = q * opt.scale;
+
+  // Additive mask [.., Lq, Lk] in the scores' dtype (causal part and/or the caller's mask).
+  torch::Tensor add;
+  if (opt.causal) add = causal_mask(Lq, Lk, opt.causal_offset, q.scalar_type(), q.device());
+  if (mask.defined()) add = add.defined() ? add + mask.to(q.scalar_type()) : mask.to(q.scalar_type());
+
+  torch::Tensor scores, vv = v;
+  bool grouped = false;
+  if (n_rep > 1 && (!mask.defined() || mask.dim() <= 2)) {
+    // GQA without copying k/v: fold the n_rep query heads of each kv head into the row dimension.
+    // qg: [B, Hkv, n_rep * Lq, D]
+    auto qg = qs.reshape({B, Hkv, n_rep * Lq, D});
+    scores = torch::matmul(qg, k.transpose(-2, -1));  // [B, Hkv, n_rep*Lq, Lk]
+    if (add.defined()) add = add.repeat({n_rep, 1});  // [n_rep*Lq, Lk]
+    grouped = true;
+  } else {
+    torch::Tensor kk = k;
+    if (n_rep > 1) {
+      kk = k.unsqueeze(2).expand({B, Hkv, n_rep, Lk, D}).reshape({B, H, Lk, D});
+      vv = v.unsqueeze(2).expand({B, Hkv, n_rep, Lk, D}).reshape({B, H, Lk, D});
+    }
+    scores = torch::matmul(qs, kk.transpose(-2, -1));  // [B, H, Lq, Lk]
+  }
+  if (opt.scale_mode == AttentionScale::divide_scores) scores = scores / opt.scale;
+  if (add.defined()) scores = scores + add;
+
+  torch::Tensor probs;
+  if (opt.softmax_fp32)
+    probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  else
+    probs = torch::softmax(scores, -1);
+
+  auto out = torch::matmul(probs, vv);  // [B, Hkv, n_rep*Lq, D] or [B, H, Lq, D]
+  if (grouped) out = out.reshape({B, H, Lq, D});
+  return out;
+}
+
+}  // namespace lli::nn

@@ -1,0 +1,42 @@
+// Scaled dot-product attention shared by the CLIP encoder layer (vision tower, SD text encoder)
+// and the LLaMA decoder. Eager math in the order the reference implementations use, so fp32
+// results match them to rounding:
+//   CLIP  (transformers CLIPAttention):  softmax((q * scale) @ k^T [+ mask]) @ v, softmax in the
+//         input dtype;
+//   LLaMA (transformers LlamaAttention, eager): softmax(q @ k^T / sqrt(d) [+ mask], fp32) @ v.
+// Grouped-query attention: k/v may have fewer heads than q (n_head % n_kv_head == 0); query head
+// h uses kv head h / (n_head / n_kv_head), as transformers' repeat_kv does.
+// Ref: transformers/models/{clip,llama}/modeling_*.py (v4.45).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace lli::nn {
+
+enum class AttentionScale {
+  multiply_query,  // (q * scale) @ k^T          (CLIP)
+  divide_scores,   // (q @ k^T) / divisor        (LLaMA: divisor = sqrt(head_dim))
+};
+
+struct AttentionOptions {
+  AttentionScale scale_mode = AttentionScale::multiply_query;
+  double scale = 1.0;    // multiply_query: the factor; divide_scores: the divisor
+  bool softmax_fp32 = false;  // softmax computed in fp32 and cast back (LLaMA)
+  bool causal = false;   // query i (0-based in this call) sees keys j <= i + causal_offset
+  std::int64_t causal_offset = 0;  // number of cached positions before this call's queries
+};
+
+// q: [B, H, Lq, D]; k, v: [B, Hkv, Lk, D] (may be strided views, e.g. of a KV cache);
+// mask: undefined or additive, broadcastable to [B, H, Lq, Lk] (used together with `causal`).
+// Returns [B, H, Lq, D] in q's dtype.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, const AttentionOptions& opt);
+
+// Additive causal mask [Lq, Lk] (0 where visible, dtype's lowest value where not), as
+// transformers builds it: query i sees key j iff j <= i + offset.
+torch::Tensor causal_mask(std::int64_t lq, std::int64_t lk, std::int64_t offset, torch::Dtype dtype,
+                          torch::Device device);
+
+}  // namespace lli::nn

@@ -1,0 +1,57 @@
+// One CLIP encoder layer (pre-LN transformer block), shared by the CLIP vision tower (LLaVA) and
+// the CLIP text encoder (Stable Diffusion, causal). Registered names follow transformers'
+// CLIPEncoderLayer state_dict: self_attn.{q,k,v,out}_proj, layer_norm1, mlp.fc1, mlp.fc2,
+// layer_norm2.
+// Ref: transformers/models/clip/modeling_clip.py CLIPEncoderLayer / CLIPAttention / CLIPMLP (v4.45).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+#include "nn/activation.h"
+#include "nn/layers.h"
+
+namespace lli::nn {
+
+struct CLIPLayerConfig {
+  std::int64_t hidden_size = 768;
+  std::int64_t intermediate_size = 3072;
+  std::int64_t n_head = 12;
+  double layer_norm_eps = 1e-5;
+  Activation act = Activation::quick_gelu;
+  bool causal = false;  // text encoder: each token sees itself and earlier tokens only
+};
+
+struct CLIPAttentionImpl : torch::nn::Module {
+  explicit CLIPAttentionImpl(const CLIPLayerConfig& cfg);
+  // x: [B, T, D]; mask: undefined or additive, broadcastable to [B, H, T, T] -> [B, T, D]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
+
+  std::int64_t n_head, head_dim;
+  bool causal;
+  Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
+};
+TORCH_MODULE(CLIPAttention);
+
+struct CLIPMLPImpl : torch::nn::Module {
+  explicit CLIPMLPImpl(const CLIPLayerConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x);  // x: [..., D]
+  Activation act;
+  Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(CLIPMLP);
+
+struct CLIPEncoderLayerImpl : torch::nn::Module {
+  explicit CLIPEncoderLayerImpl(const CLIPLayerConfig& cfg);
+  // x: [B, T, D] -> [B, T, D]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
+
+  CLIPAttention self_attn{nullptr};
+  LayerNorm layer_norm1{nullptr};
+  CLIPMLP mlp{nullptr};
+  LayerNorm layer_norm2{nullptr};
+};
+TORCH_MODULE(CLIPEncoderLayer);
+
+}  // namespace lli::nn
