@@ -1,0 +1,85 @@
+#include "models/config_json.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "lli/error.h"
+
+namespace lli::models {
+
+namespace {
+const nlohmann::json& empty_object() {
+  static const nlohmann::json e = nlohmann::json::object();
+  return e;
+}
+}  // namespace
+
+nlohmann::json read_json_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ModelError(path.string() + ": cannot open (missing file?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw ModelError(path.string() + ": not valid JSON");
+  if (!j.is_object()) throw ModelError(path.string() + ": expected a JSON object at the top level");
+  return j;
+}
+
+ConfigReader::ConfigReader(const nlohmann::json& j, std::string source, std::string path)
+    : j_(j.is_object() ? j : empty_object()), source_(std::move(source)), path_(std::move(path)) {}
+
+std::string ConfigReader::where(const std::string& key) const {
+  return source_ + ": " + (path_.empty() ? key : path_ + "." + key);
+}
+
+bool ConfigReader::has(const std::string& key) const {
+  auto it = j_.find(key);
+  return it != j_.end() && !it->is_null();
+}
+
+const nlohmann::json& ConfigReader::at(const std::string& key) const {
+  if (!has(key)) throw ModelError(where(key) + ": missing");
+  return j_.at(key);
+}
+
+std::int64_t ConfigReader::get_int(const std::string& key, std::int64_t def) const {
+  if (!has(key)) return def;
+  const auto& v = j_.at(key);
+  if (v.is_number_integer()) return v.get<std::int64_t>();
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (d == static_cast<double>(static_cast<std::int64_t>(d))) return static_cast<std::int64_t>(d);
+  }
+  throw ModelError(where(key) + ": expected an integer, got " + v.dump());
+}
+
+double ConfigReader::get_double(const std::string& key, double def) const {
+  if (!has(key)) return def;
+  const auto& v = j_.at(key);
+  if (v.is_number()) return v.get<double>();
+  throw ModelError(where(key) + ": expected a number, got " + v.dump());
+}
+
+bool ConfigReader::get_bool(const std::string& key, bool def) const {
+  if (!has(key)) return def;
+  const auto& v = j_.at(key);
+  if (v.is_boolean()) return v.get<bool>();
+  throw ModelError(where(key) + ": expected true or false, got " + v.dump());
+}
+
+std::string ConfigReader::get_string(const std::string& key, const std::string& def) const {
+  if (!has(key)) return def;
+  const auto& v = j_.at(key);
+  if (v.is_string()) return v.get<std::string>();
+  throw ModelError(where(key) + ": expected a string, got " + v.dump());
+}
+
+ConfigReader ConfigReader::child(const std::string& key) const {
+  std::string p = path_.empty() ? key : path_ + "." + key;
+  if (!has(key)) return ConfigReader(empty_object(), source_, p);
+  const auto& v = j_.at(key);
+  if (!v.is_object()) throw ModelError(where(key) + ": expected an object, got " + v.dump());
+  return ConfigReader(v, source_, p);
+}
+
+}  // namespace lli::models
