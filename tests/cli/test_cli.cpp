@@ -29,7 +29,7 @@ std::string bin(const std::string& tool) { return (fs::path(LLI_BIN_DIR) / tool)
 
 // Runs `cmd` through bash in `cwd`; the tool names lli-* are replaced by their built paths.
 Run run(const std::string& cmd, const TempDir& t, const std::string& stdin_file = "") {
-  std::string c = cmd;
+  std::string c = cmd + " ";
   for (const char* tool : {"lli-segment", "lli-edit", "lli-chat", "lli-generate"}) {
     std::string from = std::string(tool) + " ";
     size_t pos = 0;
@@ -47,7 +47,7 @@ Run run(const std::string& cmd, const TempDir& t, const std::string& stdin_file 
   const fs::path out = t / ".stdout", err = t / ".stderr", script = t / ".cmd.sh";
   std::ofstream(script) << "cd '" << t.path.string() << "'\n"
                         << "export LLI_CONFIG='" << LLI_SAMPLES << "/../configs/models.yaml'\n"
-                        << "(" << c << ") " << (stdin_file.empty() ? "< /dev/null" : "< '" + stdin_file + "'")
+                        << "( " << c << " ) " << (stdin_file.empty() ? "< /dev/null" : "< '" + stdin_file + "'")
                         << " > '" << out.string() << "' 2> '" << err.string() << "'\n";
   int status = std::system(("bash '" + script.string() + "'").c_str());
   Run r;

@@ -99,6 +99,7 @@ void cmd_remove(CommonOptions& o, RemoveOptions& ro) {
   if (o.output == "-" && stdout_is_session(o)) throw UsageError("-o - and --session - both want stdout");
   if (o.output == "-" && o.json) throw UsageError("-o - writes the image to stdout; --json cannot share it");
   if (ro.mask == "-" && (o.image == "-" || o.session == "-")) throw UsageError("--mask - needs stdin, which is already used");
+  if (!o.output.empty()) (void)output_image_ext(o.output);  // a bad extension fails before any work
   const std::string input = sc.input_image();
   Image img = read_image(input);
   cv::Mat mask;

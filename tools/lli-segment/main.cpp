@@ -142,6 +142,8 @@ int main(int argc, char** argv) {
       throw UsageError("no output: pass -o mask.png (or -o - for stdout), --json, or --session");
     if (o.output == "-" && stdout_is_session(o)) throw UsageError("-o - and --session - both want stdout");
     if (o.output == "-" && o.json) throw UsageError("-o - writes the mask PNG to stdout; --json cannot share it");
+    const std::string out_ext = o.output.empty() ? ".png" : output_image_ext(o.output);  // checked before any work
+    if (!so.overlay.empty()) (void)output_image_ext(so.overlay);
     const std::string input = sc.input_image();
     Image img = read_image(input);
     Prompt prompt = build_prompt(po, img.bgr.cols, img.bgr.rows);
@@ -152,9 +154,9 @@ int main(int argc, char** argv) {
     SegmentResult r = segment_image(img.bgr, prompt, so);
     check_interrupted();
     nlohmann::json mask = r.info["mask"];
-    std::string mask_bytes = encode_image(r.mask, ".png");
+    const std::string mask_bytes = encode_image(r.mask, ".png");
     if (!o.output.empty()) {
-      write_file_atomic(o.output, mask_bytes);
+      write_file_atomic(o.output, out_ext == ".png" ? mask_bytes : encode_image(r.mask, out_ext));
       mask["path"] = o.output == "-" ? "<stdout>" : o.output;
     }
     if (!so.overlay.empty()) write_image(so.overlay, make_overlay(img.bgr, r.mask));
