@@ -93,6 +93,7 @@ LlavaConfig parse_llava_config(const nlohmann::json& j, const std::string& sourc
   c.image_seq_length = r.get_int("image_seq_length", c.image_seq_length);
   c.multimodal_projector_bias = r.get_bool("multimodal_projector_bias", c.multimodal_projector_bias);
   c.pad_token_id = r.get_int("pad_token_id", c.pad_token_id);
+  c.tie_word_embeddings_top = r.get_bool("tie_word_embeddings", c.tie_word_embeddings_top);
   return c;
 }
 
@@ -178,7 +179,7 @@ KVCache LlavaImpl::make_cache(std::int64_t capacity, std::int64_t batch) const {
 // ---- loading ------------------------------------------------------------------------------
 
 Llava load_llava(const std::filesystem::path& dir, const LlavaLoadOptions& opts) {
-  const LlavaConfig cfg = load_llava_config(dir);
+  LlavaConfig cfg = load_llava_config(dir);
   if (opts.dtype != torch::kFloat32 && opts.dtype != torch::kBFloat16 && opts.dtype != torch::kHalf)
     throw ModelError("LLaVA: unsupported compute dtype " + std::string(c10::toString(opts.dtype)) +
                      " (f32, bf16, or f16 on CUDA)");
@@ -189,8 +190,13 @@ Llava load_llava(const std::filesystem::path& dir, const LlavaLoadOptions& opts)
   TensorMap tensors = load_tensors(ckpt);
   // Older transformers saved the CLIP position_ids buffer; positions are arange here.
   tensors.erase("vision_tower.vision_model.embeddings.position_ids");
+  const std::string emb = "language_model.model.embed_tokens.weight", head = "language_model.lm_head.weight";
+  if (!cfg.text.tie_word_embeddings && !tensors.count(head) && tensors.count(emb) && cfg.tie_word_embeddings_top) {
+    log_info("{}: no {} in the checkpoint; tying the output matrix to embed_tokens (tie_word_embeddings)",
+             ckpt.source(), head);
+    cfg.text.tie_word_embeddings = true;
+  }
   if (cfg.text.tie_word_embeddings) {
-    const std::string emb = "language_model.model.embed_tokens.weight", head = "language_model.lm_head.weight";
     if (!tensors.count(emb) && tensors.count(head)) tensors[emb] = tensors[head];
     tensors.erase(head);
   }

@@ -41,6 +41,10 @@ struct LlavaConfig {
   std::int64_t image_seq_length = 576;
   bool multimodal_projector_bias = true;
   std::int64_t pad_token_id = -1;
+  // Top-level tie_word_embeddings (PretrainedConfig default true). transformers 4.45 ties by
+  // text_config.tie_word_embeddings only; the top-level flag is used by load_llava solely when
+  // the checkpoint has no lm_head.weight (see there).
+  bool tie_word_embeddings_top = true;
 
   // Image tokens per image: patches (+1 for the CLS token with "full").
   std::int64_t tokens_per_image() const;
@@ -93,7 +97,10 @@ struct LlavaLoadOptions {
 // model.safetensors.index.json), strictly: every missing/unexpected key and shape mismatch is
 // reported together (ModelError). Stored fp16/bf16/fp32 weights are converted to opts.dtype.
 // Accepted layout variants: an `embeddings.position_ids` buffer (ignored); with tied word
-// embeddings, either `lm_head.weight` or `embed_tokens.weight` (or both) may be stored.
+// embeddings, either `lm_head.weight` or `embed_tokens.weight` (or both) may be stored; when
+// text_config does not tie but the checkpoint has no lm_head.weight and the top-level
+// tie_word_embeddings is true (or absent), the output matrix is tied to embed_tokens (newer
+// transformers' reading of that config) instead of failing.
 Llava load_llava(const std::filesystem::path& dir, const LlavaLoadOptions& opts = {});
 
 // Replaces each single image token by `n` copies (what the llava-hf processor does to the prompt).

@@ -473,12 +473,21 @@ TEST_CASE("llava loader: tied word embeddings, position_ids buffer, strict key e
   CHECK(max_abs_diff(model2->language_model->model->embed_tokens->weight,
                      model->language_model->model->embed_tokens->weight) == 0);
 
-  // Untied but lm_head missing: a ModelError naming the key.
-  cfg_json["text_config"]["tie_word_embeddings"] = false;
+  // text_config untied, no lm_head stored, top-level tie_word_embeddings absent (= true): tied.
+  cfg_json["text_config"].erase("tie_word_embeddings");
+  cfg_json.erase("tie_word_embeddings");
   {
     std::ofstream(tmp / "config.json") << cfg_json.dump(2);
   }
   lli::save_tensors(tmp / "model.safetensors", tied);
+  auto model3 = m::load_llava(tmp.path);
+  CHECK(!model3->language_model->lm_head);
+
+  // Untied everywhere but lm_head missing: a ModelError naming the key.
+  cfg_json["tie_word_embeddings"] = false;
+  {
+    std::ofstream(tmp / "config.json") << cfg_json.dump(2);
+  }
   CHECK(has(error_of<lli::ModelError>([&] { m::load_llava(tmp.path); }), "language_model.lm_head.weight"));
 }
 
