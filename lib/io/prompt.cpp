@@ -22,29 +22,15 @@ const char* coords_name(Coords c) { return c == Coords::normalized ? "normalized
 bool Prompt::empty() const { return no_geometry() && text.empty(); }
 
 namespace {
+using json_util::check_keys;
+using json_util::Ctx;
+using json_util::type_name;
 
 std::string fmt_num(double v) {
   std::ostringstream ss;
   ss.precision(10);
   ss << v;
   return ss.str();
-}
-
-// Validation context: the source name, for "source: path: message".
-struct Ctx {
-  const std::string& source;
-  [[noreturn]] void fail(const std::string& path, const std::string& msg) const {
-    throw InputError(source + ": " + (path.empty() ? "" : path + ": ") + msg);
-  }
-};
-
-std::string type_name(const json& v) {
-  if (v.is_null()) return "null";
-  if (v.is_boolean()) return "a boolean";
-  if (v.is_number()) return "a number";
-  if (v.is_string()) return "a string";
-  if (v.is_array()) return "an array";
-  return "an object";
 }
 
 double get_number(const Ctx& c, const json& v, const std::string& path) {
@@ -66,21 +52,6 @@ bool get_label(const Ctx& c, const json& obj, const std::string& path) {
   if (s == "positive") return true;
   if (s == "negative") return false;
   c.fail(path + ".label", "unknown label '" + s + "' (expected \"positive\" or \"negative\")");
-}
-
-void check_keys(const Ctx& c, const json& obj, const std::string& path,
-                std::initializer_list<const char*> allowed) {
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    bool ok = false;
-    std::string list;
-    for (const char* a : allowed) {
-      if (it.key() == a) ok = true;
-      list += (list.empty() ? "" : ", ") + std::string(a);
-    }
-    if (!ok)
-      c.fail(path.empty() ? it.key() : path + "." + it.key(),
-             "unknown key '" + it.key() + "' (allowed: " + list + ")");
-  }
 }
 
 const json& get_array(const Ctx& c, const json& v, const std::string& path) {

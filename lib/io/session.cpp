@@ -15,34 +15,12 @@ namespace lli {
 using nlohmann::json;
 
 namespace {
+using json_util::check_keys;
+using json_util::Ctx;
+using json_util::type_name;
 
 constexpr std::uint64_t kMaxSessionBytes = 64ull << 20;
 constexpr std::uint64_t kMaxImportBytes = 1ull << 30;
-
-struct Ctx {
-  const std::string& name;
-  [[noreturn]] void fail(const std::string& path, const std::string& msg) const {
-    throw InputError(name + ": " + (path.empty() ? "" : path + ": ") + msg);
-  }
-};
-
-std::string type_name(const json& v) {
-  if (v.is_null()) return "null";
-  if (v.is_boolean()) return "a boolean";
-  if (v.is_number()) return "a number";
-  if (v.is_string()) return "a string";
-  if (v.is_array()) return "an array";
-  return "an object";
-}
-
-void check_keys(const Ctx& c, const json& obj, const std::string& path,
-                std::initializer_list<const char*> allowed) {
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    bool ok = false;
-    for (const char* a : allowed) ok = ok || it.key() == a;
-    if (!ok) c.fail(path.empty() ? it.key() : path + "." + it.key(), "unknown key '" + it.key() + "'");
-  }
-}
 
 const json& require(const Ctx& c, const json& obj, const char* key, const std::string& path) {
   auto it = obj.find(key);

@@ -232,7 +232,7 @@ TEST_CASE("session: version and structure validation messages") {
   CHECK(parse_error(d) == "s.json: steps[0].sha256: 'abc' is not a sha256 (64 lower-case hex digits)");
   d = one_step_doc();
   d["stepz"] = json::array();
-  CHECK(parse_error(d) == "s.json: stepz: unknown key 'stepz'");
+  CHECK(parse_error(d) == "s.json: stepz: unknown key 'stepz' (allowed: lli_session, current, steps, masks, chat, cache)");
   d = one_step_doc();
   d["steps"][0]["params"] = 5;
   CHECK(parse_error(d) == "s.json: steps[0].params: expected an object, got a number");
