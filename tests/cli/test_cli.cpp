@@ -291,6 +291,10 @@ TEST_CASE("cli: malformed inputs give their exit code, one line, and no output f
       {"lli-chat -i " + img + " -m /nonexistent/ckpt 'what?'", 4, "/nonexistent/ckpt"},
       {"lli-chat -i fake.png 'what?'", 3, "fake.png"},
       {"lli-generate --text 'a cat' -o out.png", 4, "model"},
+      {"lli-chat -i " + img + " --device cuda 'what?'", 4, "CUDA"},
+      {"lli-chat -i " + img + " --device tpu 'what?'", 2, "tpu"},
+      {"lli-chat -i " + img + " --dtype f8 'what?'", 2, "f8"},
+      {"lli-chat -i " + img + " --dtype f16 'what?'", 4, "f16"},
       {"lli-generate --box 0,0,600,10,cat -o out.png", 3, "600"},
   };
   for (const auto& c : cases) {

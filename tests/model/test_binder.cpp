@@ -187,9 +187,7 @@ TEST_CASE("tensor_io to_torch copies misaligned data and rejects invalid BOOL by
 }
 
 TEST_CASE("tensor_io opens the llava-tiny-a fixture as fp16 views") {
-  fs::path shared = lli::test::shared_dir();
-  if (shared.empty() || !fs::exists(shared / "fixtures" / "llava-tiny-a")) LLI_SKIP("../shared/fixtures absent");
-  auto ckpt = st::Checkpoint::open(shared / "fixtures" / "llava-tiny-a");
+  auto ckpt = st::Checkpoint::open(lli::test::fixtures_dir() / "llava-tiny-a");  // the repo's copy
   auto m = lli::load_tensors(ckpt);
   REQUIRE(m.size() == ckpt.all().size());
   int views = 0;

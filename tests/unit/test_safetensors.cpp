@@ -511,9 +511,7 @@ TEST_CASE("safetensors names Git LFS pointers in sharded checkpoints") {
 }
 
 TEST_CASE("safetensors opens the llava-tiny-a fixture (sharded fp16)") {
-  fs::path shared = lli::test::shared_dir();
-  if (shared.empty() || !fs::exists(shared / "fixtures" / "llava-tiny-a")) LLI_SKIP("../shared/fixtures absent");
-  fs::path d = shared / "fixtures" / "llava-tiny-a";
+  fs::path d = lli::test::fixtures_dir() / "llava-tiny-a";  // the repo's copy of the shared fixture
   auto idx = nlohmann::json::parse(read_bytes(d / "model.safetensors.index.json"));
   auto ckpt = st::Checkpoint::open(d);
   CHECK(ckpt.all().size() == idx["weight_map"].size());

@@ -88,7 +88,15 @@ Prompt build_prompt(const PromptOptions& p, int width, int height, const std::st
 void apply_runtime_options(const CommonOptions& o, bool uses_torch) {
   set_log_level(o.quiet ? LogLevel::quiet : (o.verbose ? LogLevel::debug : LogLevel::info));
   set_progress_mode(o.progress);
-  if (uses_torch) configure_threads(o.threads);
+  // --device / --dtype are validated by every tool (usage errors); a model tool also checks that
+  // the device exists (exit 4 with a CPU-only libtorch) and sets the thread count.
+  const DeviceChoice dev = parse_device(o.device);
+  const DTypeChoice dt = parse_dtype(o.dtype);
+  if (uses_torch) {
+    check_device_available(dev);
+    (void)resolve_dtype(dt, dev);
+    configure_threads(o.threads);
+  }
 }
 
 const Registry& registry(const CommonOptions& o) {

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   app.add_option("--beta", beta, "Fraction of steps with grounding (GLIGEN scheduled sampling)")->capture_default_str();
 
   return run_tool("lli-generate", app, argc, argv, o, [&] {
-    apply_runtime_options(o, /*uses_torch=*/false);
+    apply_runtime_options(o, /*uses_torch=*/true);
     if (width <= 0 || height <= 0 || width % 8 || height % 8)
       throw UsageError("--width/--height must be positive multiples of 8");
     SessionContext sc(o, "lli-generate");
