@@ -22,7 +22,7 @@ mkdir -p "$OUT/session"
 "$BIN/lli-segment" -i samples/fruits.jpg --prompt samples/prompts/fruits.json --session - --session-dir "$OUT/session" \
   | "$BIN/lli-edit" remove --session - --session-dir "$OUT/session" --dilate 12 > "$OUT/session/session.json"
 "$BIN/lli-edit" remove --session "$OUT/session/session.json" --from-step 0 --dilate 2 --json
-echo "session steps:"; grep -E '"(file|op|parent)"' "$OUT/session/session.json" | paste - - - | sed 's/^ */  /'
+echo "session file ($OUT/session/session.json):"; cat "$OUT/session/session.json"
 
 echo "== 4. batch: every sample, prompts paired by stem, resumable, sharded in 2"
 "$BIN/lli-segment" -i samples/ --prompt samples/prompts/ --outdir "$OUT/batch" --shard 1/2 --json
