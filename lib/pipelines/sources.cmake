@@ -1,4 +1,5 @@
 list(APPEND LLI_BASE_SOURCES
   pipelines/grabcut.cpp
   pipelines/inpaint_telea.cpp)
-list(APPEND LLI_TORCH_SOURCES)
+list(APPEND LLI_TORCH_SOURCES
+  pipelines/chat.cpp)

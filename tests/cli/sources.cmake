@@ -1,2 +1,3 @@
 set(LLI_CLI_TEST_SOURCES
-  cli/test_cli.cpp)
+  cli/test_cli.cpp
+  cli/test_chat.cpp)

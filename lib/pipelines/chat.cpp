@@ -1,0 +1,323 @@
+// Ref: LLaVA llava/serve/cli.py (conversation loop, image kept across turns, history reset on a new
+// image) and transformers 4.45 generation/utils.py (prefill, then one token per step with the KV
+// cache; stop on EOS). Orchestration only: model math in models/llava, text in text/.
+#include "pipelines/chat.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "lli/error.h"
+#include "lli/fs.h"
+#include "lli/log.h"
+#include "models/llava.h"
+#include "models/llava_preprocess.h"
+#include "sampling/sampler.h"
+#include "text/llama_tokenizer.h"
+
+namespace lli::pipelines {
+
+namespace fs = std::filesystem;
+namespace m = lli::models;
+
+ChatImageAspect parse_chat_image_aspect(const std::string& s) {
+  if (s == "crop" || s == "resize_crop") return ChatImageAspect::crop;
+  if (s == "pad" || s == "pad_square") return ChatImageAspect::pad;
+  throw UsageError("--image-aspect '" + s + "': expected crop (llava-hf processor) or pad (original LLaVA-1.5)");
+}
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::eos: return "eos";
+    case FinishReason::stop_string: return "stop_string";
+    case FinishReason::length: return "length";
+  }
+  return "?";
+}
+
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+std::string strip(const std::string& s) {
+  std::size_t b = 0, e = s.size();
+  while (b < e && is_space(s[b])) ++b;
+  while (e > b && is_space(s[e - 1])) --e;
+  return s.substr(b, e - b);
+}
+
+// Streams text with its surrounding whitespace removed: leading whitespace is dropped, a run of
+// whitespace is held back until something follows it, and whatever is held at the end is dropped.
+class StripStream {
+ public:
+  explicit StripStream(const std::function<void(const std::string&)>& sink) : sink_(sink) {}
+  void push(const std::string& chunk) {
+    std::string out;
+    for (char c : chunk) {
+      if (is_space(c)) {
+        if (started_) held_ += c;
+        continue;
+      }
+      started_ = true;
+      out += held_;
+      held_.clear();
+      out += c;
+    }
+    if (!out.empty()) {
+      text_ += out;
+      if (sink_) sink_(out);
+    }
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  const std::function<void(const std::string&)>& sink_;
+  bool started_ = false;
+  std::string held_, text_;
+};
+
+torch::Device to_torch_device(const DeviceChoice& d) {
+  return d.cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(d.index)) : torch::Device(torch::kCPU);
+}
+
+torch::Dtype to_torch_dtype(DTypeChoice d) {
+  switch (d) {
+    case DTypeChoice::bf16: return torch::kBFloat16;
+    case DTypeChoice::f16: return torch::kHalf;
+    default: return torch::kFloat32;
+  }
+}
+
+torch::Tensor ids_tensor(const std::vector<std::int64_t>& ids, std::size_t from) {
+  std::vector<std::int64_t> part(ids.begin() + static_cast<std::ptrdiff_t>(from), ids.end());
+  return torch::tensor(part, torch::kInt64).view({1, -1});  // [1, L]
+}
+
+}  // namespace
+
+struct ChatSession::Impl {
+  fs::path dir;
+  DTypeChoice dtype_choice = DTypeChoice::f32;
+  DeviceChoice device_choice;
+  m::Llava model{nullptr};
+  std::optional<text::LlamaTokenizer> tok;
+  text::ImageTokenConfig image_tokens;
+  m::ImageProcessorConfig processor;
+  m::ImageAspect aspect = m::ImageAspect::resize_crop;
+  text::ChatTemplate tmpl;
+  std::vector<std::int64_t> eos_ids;
+  double load_ms = 0;
+
+  // Run state.
+  m::KVCache cache;
+  std::vector<std::int64_t> cached_ids;  // what the cache holds keys/values for (cache.n_past of them)
+  cv::Mat image;                         // BGR; empty = no image
+  torch::Tensor features;                // [1, N, Dt]; undefined until needed
+  std::vector<ChatExchange> history;
+
+  std::vector<text::ChatTurn> turns(const std::string& question) const {
+    std::vector<text::ChatTurn> out;
+    for (const auto& h : history) out.push_back({h.question, h.answer, false});
+    out.push_back({question, std::nullopt, false});
+    out.front().image = !image.empty();
+    return out;
+  }
+
+  std::vector<std::int64_t> encode(const std::string& question) const {
+    return text::encode_llava_prompt(*tok, image_tokens, tmpl.render(turns(question)));
+  }
+
+  // Grows the cache (copying what it holds) so that it can take `need` positions.
+  void ensure_capacity(std::int64_t need) {
+    if (cache.capacity() >= need) return;
+    const std::int64_t ctx = model->cfg.text.max_position_embeddings;
+    const std::int64_t cap = std::min(ctx, std::max(need, (need + 255) / 256 * 256));
+    m::KVCache grown = model->make_cache(cap);
+    const std::int64_t keep = cache.capacity() ? cache.n_past : 0;
+    for (std::size_t l = 0; l < grown.k.size() && keep > 0; ++l) {
+      grown.k[l].narrow(2, 0, keep).copy_(cache.k[l].narrow(2, 0, keep));
+      grown.v[l].narrow(2, 0, keep).copy_(cache.v[l].narrow(2, 0, keep));
+    }
+    grown.n_past = keep;
+    cache = std::move(grown);
+    log_debug("chat: KV cache capacity {} positions", cap);
+  }
+
+  void invalidate_cache() {
+    cached_ids.clear();
+    cache.clear();
+  }
+};
+
+ChatSession::ChatSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ChatSession::ChatSession(ChatSession&&) noexcept = default;
+ChatSession& ChatSession::operator=(ChatSession&&) noexcept = default;
+ChatSession::~ChatSession() = default;
+
+ChatSession ChatSession::load(const fs::path& dir, const ChatOptions& opts) {
+  const double t0 = now_ms();
+  check_device_available(opts.device);
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  impl->device_choice = opts.device;
+  impl->dtype_choice = resolve_dtype(opts.dtype, opts.device);
+  if (!fs::is_directory(dir)) throw ModelError(dir.string() + ": not a checkpoint directory");
+
+  m::LlavaLoadOptions lo;
+  lo.dtype = to_torch_dtype(impl->dtype_choice);
+  lo.device = to_torch_device(opts.device);
+  impl->tok = text::LlamaTokenizer::load(dir);  // cheap checks first: a bad directory fails fast
+  impl->image_tokens = text::ImageTokenConfig::load(dir);
+  impl->processor = m::load_image_processor_config(dir);
+  impl->model = m::load_llava(dir, lo);
+  impl->model->eval();
+
+  const auto& cfg = impl->model->cfg;
+  if (impl->image_tokens.image_token_id != cfg.image_token_index ||
+      impl->image_tokens.image_seq_length != cfg.tokens_per_image())
+    throw ModelError(fmt::format("{}: the prompt expands <image> (id {}) to {} tokens but the model makes {} features per "
+                                 "image (image_token_index {})",
+                                 (dir / "config.json").string(), impl->image_tokens.image_token_id,
+                                 impl->image_tokens.image_seq_length, cfg.tokens_per_image(), cfg.image_token_index));
+  impl->aspect = opts.image_aspect == ChatImageAspect::pad ? m::ImageAspect::pad_square : m::ImageAspect::resize_crop;
+  impl->tmpl.style = opts.style;
+  impl->tmpl.system = opts.system;
+  impl->tmpl.image_token = impl->image_tokens.image_token;
+  impl->eos_ids = cfg.text.eos_token_ids;
+  if (std::find(impl->eos_ids.begin(), impl->eos_ids.end(), impl->tok->eos_id()) == impl->eos_ids.end())
+    impl->eos_ids.push_back(impl->tok->eos_id());
+  impl->load_ms = now_ms() - t0;
+  log_debug("chat: loaded {} ({}, {}) in {:.0f} ms", dir.string(), dtype_choice_name(impl->dtype_choice),
+            opts.device.str(), impl->load_ms);
+  return ChatSession(std::move(impl));
+}
+
+void ChatSession::set_image(const cv::Mat& bgr) {
+  if (bgr.empty() || bgr.type() != CV_8UC3) throw InputError("chat: the image must be a non-empty 8-bit BGR image");
+  impl_->image = bgr.clone();
+  impl_->features = torch::Tensor();
+  impl_->history.clear();
+  impl_->invalidate_cache();
+}
+
+bool ChatSession::has_image() const { return !impl_->image.empty(); }
+
+void ChatSession::reset() { impl_->history.clear(); }
+
+void ChatSession::set_history(const std::vector<ChatExchange>& history) { impl_->history = history; }
+
+const std::vector<ChatExchange>& ChatSession::history() const { return impl_->history; }
+
+void ChatSession::set_system(const std::string& system) { impl_->tmpl.system = system; }
+
+const std::vector<std::int64_t>& ChatSession::cached_tokens() const { return impl_->cached_ids; }
+
+std::vector<std::int64_t> ChatSession::prompt_tokens(const std::string& question) const {
+  return impl_->encode(question);
+}
+
+std::string ChatSession::render_prompt(const std::string& question) const {
+  return impl_->tmpl.render(impl_->turns(question));
+}
+
+double ChatSession::load_ms() const { return impl_->load_ms; }
+std::int64_t ChatSession::context_length() const { return impl_->model->cfg.text.max_position_embeddings; }
+std::string ChatSession::dtype_name() const { return dtype_choice_name(impl_->dtype_choice); }
+std::string ChatSession::device_name() const { return impl_->device_choice.str(); }
+
+ChatAnswer ChatSession::ask(const std::string& question_in, const SamplerConfig& cfg,
+                            const std::function<void(const std::string&)>& on_text) {
+  cfg.validate();
+  Impl& s = *impl_;
+  const std::string question = strip(question_in);
+  if (question.empty()) throw InputError("chat: the question is empty");
+  torch::NoGradGuard no_grad;
+  ChatAnswer ans;
+  ans.timings.load_ms = s.load_ms;
+  const double t0 = now_ms();
+
+  // The conversation prompt and what of it the cache already holds.
+  const std::vector<std::int64_t> ids = s.encode(question);
+  const auto n = static_cast<std::int64_t>(ids.size());
+  const std::int64_t ctx = context_length();
+  if (n >= ctx)
+    throw InputError(fmt::format("chat: the conversation is {} tokens, the model's context is {}; start a new "
+                                 "conversation (/reset) or ask a shorter question",
+                                 n, ctx));
+  const std::int64_t max_new = std::min<std::int64_t>(cfg.max_new_tokens, ctx - n);
+  std::size_t p = 0;
+  while (p < s.cached_ids.size() && p < ids.size() && s.cached_ids[p] == ids[p]) ++p;
+  if (p == ids.size()) --p;  // the last prompt token is fed again for its logits
+  const std::int64_t image_id = s.image_tokens.image_token_id;
+  while (p > 0 && p < ids.size() && ids[p] == image_id && ids[p - 1] == image_id) --p;  // never split the image
+  if (s.cache.n_past < static_cast<std::int64_t>(p)) p = 0;  // (never: the cache holds at least cached_ids)
+  s.cached_ids.resize(p);
+  s.cache.n_past = static_cast<std::int64_t>(p);
+  s.ensure_capacity(n + max_new - 1);
+  ans.n_prompt_tokens = n;
+  ans.n_reused_tokens = static_cast<std::int64_t>(p);
+
+  // Prefill the rest (with the image features if the image falls in it).
+  torch::Tensor suffix = ids_tensor(ids, p);  // [1, n - p]
+  torch::Tensor feats;
+  if (std::find(ids.begin() + static_cast<std::ptrdiff_t>(p), ids.end(), image_id) != ids.end()) {
+    if (s.image.empty()) throw InputError("chat: the prompt has an image token but no image was given");
+    if (!s.features.defined()) {
+      const double ti = now_ms();
+      auto px = m::pixel_values_from_bgr(s.image, s.processor, s.aspect);  // [1, 3, S, S]
+      s.features = s.model->image_features(px);                             // [1, N, Dt]
+      ans.timings.image_ms = now_ms() - ti;
+    }
+    feats = s.features;
+  }
+  check_interrupted();
+  auto emb = s.model->embed_inputs(suffix, feats);               // [1, n - p, Dt]
+  auto logits = s.model->logits(emb, &s.cache, /*last_only=*/true);  // [1, 1, V]
+  s.cached_ids = ids;
+  ans.timings.prefill_ms = now_ms() - t0;
+
+  // Decode.
+  SamplerState state(cfg.seed);
+  state.add_context(ids);
+  text::StreamDecoder decoder(*s.tok);
+  text::StopStringFilter stops(s.tmpl.stop_strings());
+  StripStream out(on_text);
+  const double td = now_ms();
+  std::int64_t n_steps = 0;
+  ans.finish = FinishReason::length;
+  for (;;) {
+    const std::int64_t next = sample_next(cfg, state, logits.reshape({-1}));
+    ans.tokens.push_back(next);
+    if (std::find(s.eos_ids.begin(), s.eos_ids.end(), next) != s.eos_ids.end()) {
+      ans.finish = FinishReason::eos;
+      break;
+    }
+    out.push(stops.push(decoder.push(next)));
+    if (stops.stopped()) {
+      ans.finish = FinishReason::stop_string;
+      break;
+    }
+    if (static_cast<std::int64_t>(ans.tokens.size()) >= max_new) break;
+    check_interrupted();
+    auto x = s.model->language_model->embed(torch::tensor({next}, torch::kInt64).view({1, 1}));  // [1, 1, Dt]
+    logits = s.model->logits(x, &s.cache, /*last_only=*/true);
+    s.cached_ids.push_back(next);
+    ++n_steps;
+  }
+  if (!stops.stopped()) {
+    out.push(stops.push(decoder.finish()));
+    out.push(stops.finish());
+  }
+  ans.timings.decode_ms = now_ms() - td;
+  ans.timings.decode_tokens_per_s = n_steps > 0 && ans.timings.decode_ms > 0 ? n_steps * 1000.0 / ans.timings.decode_ms : 0;
+  ans.text = out.text();
+  s.history.push_back({question, ans.text});
+  log_debug("chat: prompt {} tokens ({} reused), {} generated ({}), prefill {:.0f} ms, decode {:.0f} ms", n, p,
+            ans.tokens.size(), finish_reason_name(ans.finish), ans.timings.prefill_ms, ans.timings.decode_ms);
+  return ans;
+}
+
+}  // namespace lli::pipelines
