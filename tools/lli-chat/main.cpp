@@ -120,7 +120,19 @@ ChatAnswer ask_and_print(const CommonOptions& o, ChatSession& chat, const std::s
       std::fwrite(chunk.data(), 1, chunk.size(), out);
       std::fflush(out);
     };
-  ChatAnswer a = chat.ask(question, cfg, sink);
+  bool streamed = false;
+  if (sink)
+    sink = [sink, &streamed](const std::string& chunk) {
+      streamed = true;
+      sink(chunk);
+    };
+  ChatAnswer a;
+  try {
+    a = chat.ask(question, cfg, sink);
+  } catch (const InterruptedError&) {
+    if (streamed) std::fputc('\n', out);  // end the partial answer's line before the error
+    throw;
+  }
   if (o.json) {
     nlohmann::json j = answer_json(a);
     j.update(extra);
