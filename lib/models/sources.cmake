@@ -4,4 +4,9 @@ list(APPEND LLI_TORCH_SOURCES
   models/llava_projector.cpp
   models/llama.cpp
   models/llava_preprocess.cpp
-  models/llava.cpp)
+  models/llava.cpp
+  models/sam_image_encoder.cpp
+  models/sam_prompt_encoder.cpp
+  models/sam_mask_decoder.cpp
+  models/sam.cpp
+  models/sam_preprocess.cpp)

@@ -1,6 +1,7 @@
 // Ref: transformers CLIPAttention / LlamaAttention eager paths (v4.45); see attention.h.
 #include "nn/attention.h"
 
+#include <algorithm>
 #include <limits>
 #include <string>
 
@@ -30,6 +31,29 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     throw RuntimeError("attention: " + std::to_string(H) + " query heads are not a multiple of " +
                        std::to_string(Hkv) + " key/value heads");
   const auto n_rep = H / Hkv;
+  const bool rel = opt.rel_h.defined() || opt.rel_w.defined();
+  if (rel && (!opt.rel_h.defined() || !opt.rel_w.defined() || n_rep != 1 ||
+              opt.rel_h.size(-1) * opt.rel_w.size(-1) != Lk))
+    throw RuntimeError("attention: decomposed relative-position bias needs rel_h and rel_w with kh * kw = " +
+                       std::to_string(Lk) + " keys and no grouped-query heads");
+
+  if (opt.q_chunk > 0 && Lq > opt.q_chunk) {
+    auto out = torch::empty({B, H, Lq, D}, q.options());
+    for (std::int64_t s = 0; s < Lq; s += opt.q_chunk) {
+      const auto n = std::min(opt.q_chunk, Lq - s);
+      AttentionOptions o = opt;
+      o.q_chunk = 0;
+      o.causal_offset = opt.causal_offset + s;
+      if (rel) {
+        o.rel_h = opt.rel_h.narrow(-2, s, n);
+        o.rel_w = opt.rel_w.narrow(-2, s, n);
+      }
+      torch::Tensor m = mask;
+      if (m.defined() && m.dim() >= 2 && m.size(-2) == Lq) m = m.narrow(-2, s, n);
+      out.narrow(2, s, n).copy_(attention(q.narrow(2, s, n), k, v, m, o));
+    }
+    return out;
+  }
 
   torch::Tensor qs = q;
   if (opt.scale_mode == AttentionScale::multiply_query) qs = q * opt.scale;
@@ -57,6 +81,13 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     scores = torch::matmul(qs, kk.transpose(-2, -1));  // [B, H, Lq, Lk]
   }
   if (opt.scale_mode == AttentionScale::divide_scores) scores = scores / opt.scale;
+  if (rel) {
+    // scores: [B, H, Lq, kh * kw] viewed as [B, H, Lq, kh, kw]
+    const auto kh = opt.rel_h.size(-1), kw = opt.rel_w.size(-1);
+    auto s5 = scores.view({B, H, Lq, kh, kw});
+    s5.add_(opt.rel_h.to(scores.scalar_type()).unsqueeze(-1));
+    s5.add_(opt.rel_w.to(scores.scalar_type()).unsqueeze(-2));
+  }
   if (add.defined()) scores = scores + add;
 
   torch::Tensor probs;

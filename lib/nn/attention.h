@@ -4,9 +4,11 @@
 //   CLIP  (transformers CLIPAttention):  softmax((q * scale) @ k^T [+ mask]) @ v, softmax in the
 //         input dtype;
 //   LLaMA (transformers LlamaAttention, eager): softmax(q @ k^T / sqrt(d) [+ mask], fp32) @ v.
+//   SAM   (transformers SamVisionAttention): softmax((q * scale) @ k^T + decomposed rel-pos bias,
+//         fp32) @ v; SamAttention (mask decoder): softmax(q @ k^T / sqrt(d)) @ v.
 // Grouped-query attention: k/v may have fewer heads than q (n_head % n_kv_head == 0); query head
 // h uses kv head h / (n_head / n_kv_head), as transformers' repeat_kv does.
-// Ref: transformers/models/{clip,llama}/modeling_*.py (v4.45).
+// Ref: transformers/models/{clip,llama,sam}/modeling_*.py (v4.45).
 #pragma once
 
 #include <torch/torch.h>
@@ -26,6 +28,15 @@ struct AttentionOptions {
   bool softmax_fp32 = false;  // softmax computed in fp32 and cast back (LLaMA)
   bool causal = false;   // query i (0-based in this call) sees keys j <= i + causal_offset
   std::int64_t causal_offset = 0;  // number of cached positions before this call's queries
+  // Decomposed relative-position bias (SAM / MViTv2), both undefined or both defined: with
+  // Lk = kh * kw, the scores viewed as [B, H, Lq, kh, kw] get rel_h[..., :, None] then
+  // rel_w[..., None, :] added (after scaling, before `mask`). rel_h: [B, H, Lq, kh],
+  // rel_w: [B, H, Lq, kw]. Only without grouped-query heads (H == Hkv).
+  torch::Tensor rel_h, rel_w;
+  // > 0: queries are processed in chunks of at most this many rows, bounding the scores' memory
+  // to [B, H, q_chunk, Lk] (same results; mask rows, rel_h/rel_w rows and the causal offset follow
+  // each chunk). 0 = all rows at once.
+  std::int64_t q_chunk = 0;
 };
 
 // q: [B, H, Lq, D]; k, v: [B, Hkv, Lk, D] (may be strided views, e.g. of a KV cache);

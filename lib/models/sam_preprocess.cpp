@@ -1,0 +1,173 @@
+// Ref: transformers/models/sam/image_processing_sam.py SamImageProcessor.preprocess /
+// _get_preprocess_shape / post_process_masks, processing_sam.py _normalize_coordinates (v4.45).
+#include "models/sam_preprocess.h"
+
+#include <opencv2/imgproc.hpp>
+
+#include <string>
+
+#include "lli/error.h"
+#include "lli/log.h"
+
+namespace lli::models {
+
+namespace {
+
+std::vector<double> read_triplet(const ConfigReader& r, const char* key, const std::vector<double>& def) {
+  if (!r.has(key)) return def;
+  const auto& v = r.at(key);
+  std::vector<double> out;
+  if (v.is_number()) {
+    out.assign(3, v.get<double>());
+  } else if (v.is_array() && v.size() == 3) {
+    for (const auto& x : v) {
+      if (!x.is_number()) throw ModelError(r.where(key) + ": expected 3 numbers, got " + v.dump());
+      out.push_back(x.get<double>());
+    }
+  } else {
+    throw ModelError(r.where(key) + ": expected 3 numbers, got " + v.dump());
+  }
+  return out;
+}
+
+}  // namespace
+
+SamImageProcessorConfig parse_sam_image_processor_config(const ConfigReader& r) {
+  SamImageProcessorConfig c;
+  c.do_convert_rgb = r.get_bool("do_convert_rgb", c.do_convert_rgb);
+  c.do_resize = r.get_bool("do_resize", c.do_resize);
+  if (r.has("size")) {
+    const auto& s = r.at("size");
+    if (s.is_number_integer()) {
+      c.longest_edge = s.get<std::int64_t>();  // get_size_dict(max_size=size)
+    } else if (s.is_object() && r.child("size").has("longest_edge")) {
+      c.longest_edge = r.child("size").get_int("longest_edge", 0);
+    } else {
+      throw ModelError(r.where("size") + ": expected {\"longest_edge\": N}, got " + s.dump());
+    }
+  }
+  if (r.has("resample")) c.resample = pil_resample_from_code(static_cast<int>(r.get_int("resample", 2)), r.where("resample"));
+  c.do_rescale = r.get_bool("do_rescale", c.do_rescale);
+  c.rescale_factor = r.get_double("rescale_factor", c.rescale_factor);
+  c.do_normalize = r.get_bool("do_normalize", c.do_normalize);
+  c.image_mean = read_triplet(r, "image_mean", c.image_mean);
+  c.image_std = read_triplet(r, "image_std", c.image_std);
+  for (double s : c.image_std)
+    if (s == 0.0) throw ModelError(r.where("image_std") + ": must not contain 0");
+  c.do_pad = r.get_bool("do_pad", c.do_pad);
+  if (r.has("pad_size")) {
+    const auto& s = r.at("pad_size");
+    if (s.is_number_integer()) {
+      c.pad_height = c.pad_width = s.get<std::int64_t>();
+    } else if (s.is_object() && r.child("pad_size").has("height") && r.child("pad_size").has("width")) {
+      c.pad_height = r.child("pad_size").get_int("height", 0);
+      c.pad_width = r.child("pad_size").get_int("width", 0);
+    } else {
+      throw ModelError(r.where("pad_size") + ": expected {\"height\": H, \"width\": W}, got " + s.dump());
+    }
+  }
+  if (c.do_resize && c.longest_edge <= 0) throw ModelError(r.where("size") + ": longest_edge must be positive");
+  if (c.do_pad && (c.pad_height <= 0 || c.pad_width <= 0)) throw ModelError(r.where("pad_size") + ": must be positive");
+  return c;
+}
+
+SamImageProcessorConfig load_sam_image_processor_config(const std::filesystem::path& dir) {
+  auto path = dir / "preprocessor_config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    log_info("{}: absent; using SamImageProcessor defaults (longest edge 1024, bilinear, pad 1024x1024)", path.string());
+    return {};
+  }
+  auto j = read_json_file(path);
+  return parse_sam_image_processor_config(ConfigReader(j, path.string()));
+}
+
+std::pair<int, int> sam_preprocess_shape(int height, int width, std::int64_t longest_edge) {
+  const double scale = static_cast<double>(longest_edge) * 1.0 / static_cast<double>(std::max(height, width));
+  const double nh = height * scale, nw = width * scale;
+  return {static_cast<int>(nh + 0.5), static_cast<int>(nw + 0.5)};
+}
+
+SamImageInputs sam_preprocess_rgb(const cv::Mat& rgb, const SamImageProcessorConfig& cfg) {
+  if (rgb.empty() || rgb.type() != CV_8UC3)
+    throw InputError("SAM preprocessing: expected a non-empty 8-bit 3-channel image");
+  SamImageInputs out;
+  out.original_h = rgb.rows;
+  out.original_w = rgb.cols;
+  cv::Mat img = rgb;
+  if (cfg.do_resize) {
+    auto [nh, nw] = sam_preprocess_shape(rgb.rows, rgb.cols, cfg.longest_edge);
+    if (nh < 1 || nw < 1)
+      throw InputError("SAM preprocessing: a " + std::to_string(rgb.cols) + "x" + std::to_string(rgb.rows) +
+                       " image resizes to " + std::to_string(nw) + "x" + std::to_string(nh) + " (too thin)");
+    img = pil_resize(rgb, nw, nh, cfg.resample);
+  }
+  out.reshaped_h = img.rows;
+  out.reshaped_w = img.cols;
+  const int H = cfg.do_pad ? static_cast<int>(cfg.pad_height) : img.rows;
+  const int W = cfg.do_pad ? static_cast<int>(cfg.pad_width) : img.cols;
+  if (img.rows > H || img.cols > W)
+    throw InputError("SAM preprocessing: the resized image " + std::to_string(img.cols) + "x" + std::to_string(img.rows) +
+                     " is larger than pad_size " + std::to_string(W) + "x" + std::to_string(H));
+  out.pixel_values = torch::zeros({1, 3, H, W}, torch::kFloat32);
+  float* o = out.pixel_values.data_ptr<float>();
+  float mean[3], stdv[3];
+  for (int c = 0; c < 3; ++c) {
+    mean[c] = static_cast<float>(cfg.image_mean[static_cast<std::size_t>(c)]);
+    stdv[c] = static_cast<float>(cfg.image_std[static_cast<std::size_t>(c)]);
+  }
+  for (int y = 0; y < img.rows; ++y) {
+    const std::uint8_t* row = img.ptr<std::uint8_t>(y);
+    for (int x = 0; x < img.cols; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        // numpy: float64 rescale cast to float32, then float32 normalise.
+        float v = cfg.do_rescale ? static_cast<float>(static_cast<double>(row[x * 3 + c]) * cfg.rescale_factor)
+                                 : static_cast<float>(row[x * 3 + c]);
+        if (cfg.do_normalize) v = (v - mean[c]) / stdv[c];
+        o[(static_cast<std::size_t>(c) * H + y) * W + x] = v;
+      }
+    }
+  }
+  return out;
+}
+
+SamImageInputs sam_preprocess_bgr(const cv::Mat& bgr, const SamImageProcessorConfig& cfg) {
+  if (bgr.empty() || bgr.type() != CV_8UC3)
+    throw InputError("SAM preprocessing: expected a non-empty 8-bit 3-channel image");
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return sam_preprocess_rgb(rgb, cfg);
+}
+
+SamCoordScale sam_coord_scale(int original_h, int original_w, const SamImageProcessorConfig& cfg) {
+  // SamProcessor always scales to the longest-edge size (even when do_resize is false).
+  auto [nh, nw] = sam_preprocess_shape(original_h, original_w, cfg.longest_edge);
+  return {static_cast<double>(nw) / original_w, static_cast<double>(nh) / original_h};
+}
+
+torch::Tensor sam_scale_points(const torch::Tensor& xy, const SamCoordScale& s) {
+  auto p = xy.to(torch::kFloat64).clone();  // [..., 2]
+  p.select(-1, 0).mul_(s.sx);
+  p.select(-1, 1).mul_(s.sy);
+  return p;
+}
+
+torch::Tensor sam_scale_boxes(const torch::Tensor& boxes, const SamCoordScale& s) {
+  auto b = boxes.to(torch::kFloat32).to(torch::kFloat64);  // [..., 4]
+  auto shape = b.sizes().vec();
+  auto p = b.reshape({-1, 2, 2});
+  p.select(-1, 0).mul_(s.sx);
+  p.select(-1, 1).mul_(s.sy);
+  return p.reshape(shape);
+}
+
+torch::Tensor sam_post_process_masks(const torch::Tensor& masks, const SamImageInputs& sizes, int pad_h, int pad_w) {
+  torch::NoGradGuard no_grad;
+  if (masks.dim() != 4) throw RuntimeError("sam_post_process_masks: masks must be [N, m, h, w], got " + c10::str(masks.sizes()));
+  auto m = masks.to(torch::kFloat32);
+  auto up = at::upsample_bilinear2d(m, {pad_h, pad_w}, /*align_corners=*/false);
+  up = up.narrow(2, 0, sizes.reshaped_h).narrow(3, 0, sizes.reshaped_w);
+  return at::upsample_bilinear2d(up, {sizes.original_h, sizes.original_w}, /*align_corners=*/false);
+}
+
+}  // namespace lli::models
