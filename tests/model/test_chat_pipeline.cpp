@@ -209,3 +209,21 @@ TEST_CASE("chat pipeline: seeded sampling is reproducible, system prompt and pad
   CHECK_THROWS_AS(lli::pipelines::parse_chat_image_aspect("stretch"), lli::UsageError);
   CHECK_THROWS_AS(ChatSession::load(fixtures_dir() / "no-such-model", f32_options()), lli::ModelError);
 }
+
+TEST_CASE("chat pipeline: the KV cache grows across turns keeping what it holds") {
+  // Turn 1 allocates a small cache; turn 2's long answer needs more positions: the cache is
+  // reallocated with the reused prefix copied, and the tokens equal a fresh full prefill's.
+  ChatSession chat = ChatSession::load(llava_dir(), f32_options());
+  chat.set_image(fixture_image());
+  ChatAnswer a1 = chat.ask("What is shown?", greedy(16));
+  ChatAnswer a2 = chat.ask("Tell me more.", greedy(400));
+  CHECK(a2.n_reused_tokens >= a1.n_prompt_tokens);
+  CHECK(a2.n_prompt_tokens + static_cast<std::int64_t>(a2.tokens.size()) > 256);  // beyond the first allocation
+  MESSAGE("turn 2: " << a2.tokens.size() << " tokens (" << std::string(lli::pipelines::finish_reason_name(a2.finish)) << ")");
+
+  ChatSession fresh = ChatSession::load(llava_dir(), f32_options());
+  fresh.set_image(fixture_image());
+  fresh.set_history({{"What is shown?", a1.text}});
+  ChatAnswer f2 = fresh.ask("Tell me more.", greedy(400));
+  CHECK(f2.tokens == a2.tokens);
+}
