@@ -2,4 +2,5 @@ list(APPEND LLI_BASE_SOURCES
   pipelines/grabcut.cpp
   pipelines/inpaint_telea.cpp)
 list(APPEND LLI_TORCH_SOURCES
-  pipelines/chat.cpp)
+  pipelines/chat.cpp
+  pipelines/segment_sam.cpp)

@@ -338,3 +338,284 @@ TEST_CASE("attention: query chunking and the decomposed relative-position bias e
   auto b = lli::nn::attention(q, kk, vv, mask, c);
   CHECK(max_abs_diff(a, b) < 1e-6);
 }
+
+// ---- pipeline (lib/pipelines/segment_sam.h) ------------------------------------------------
+
+#include "lli/fs.h"
+#include "pipelines/segment_sam.h"
+
+namespace {
+
+namespace pl = lli::pipelines;
+
+pl::SamSegmenter fixture_segmenter() {
+  pl::SamOptions o;
+  o.dtype = lli::DTypeChoice::f32;
+  return pl::SamSegmenter(sam_dir(), o);
+}
+
+cv::Mat read_bgr(const fs::path& p) {
+  cv::Mat bgr = cv::imread(p.string(), cv::IMREAD_COLOR);
+  REQUIRE(!bgr.empty());
+  return bgr;
+}
+
+pl::SamPrompt pipeline_prompt(const nlohmann::json& p, pl::SamMultimask mm) {
+  pl::SamPrompt out;
+  out.multimask = mm;
+  if (p.contains("input_points"))
+    for (std::size_t i = 0; i < p["input_points"][0].size(); ++i)
+      out.points.push_back({p["input_points"][0][i][0].get<double>(), p["input_points"][0][i][1].get<double>(),
+                            p["input_labels"][0][i].get<int>() == 1});
+  if (p.contains("input_boxes"))
+    for (const auto& b : p["input_boxes"][0])
+      out.boxes.push_back({b[0].get<double>(), b[1].get<double>(), b[2].get<double>(), b[3].get<double>()});
+  return out;
+}
+
+torch::Tensor mat_to_bool(const cv::Mat& m) {
+  return torch::from_blob(m.data, {m.rows, m.cols}, torch::kUInt8).clone() > 0;
+}
+
+}  // namespace
+
+TEST_CASE("segment_sam pipeline: masks and scores at the original size equal the golden for every case and mode") {
+  auto g = load_golden();
+  auto cj = load_case();
+  auto seg = fixture_segmenter();
+  auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
+  CHECK(emb.image_width() == 50);
+  CHECK(emb.image_height() == 40);
+  CHECK(seg.low_res_size() == 32);
+  for (const char* name : {"points", "box", "box_point"}) {
+    const std::string n = name;
+    CAPTURE(n);
+    const auto& pj = cj["prompts_in_original_pixel_coordinates"][n];
+    for (auto mm : {pl::SamMultimask::all, pl::SamMultimask::off, pl::SamMultimask::best}) {
+      CAPTURE(pl::sam_multimask_name(mm));
+      auto masks = seg.segment(emb, pipeline_prompt(pj, mm));
+      const std::string k = n + (mm == pl::SamMultimask::off ? ".single" : ".multimask");
+      auto giou = g[k + ".iou_scores"][0][0];
+      auto gbin = g[k + ".masks_original_size"][0];
+      auto glog = g[k + ".masks_logits_original_size"][0];
+      std::vector<std::int64_t> tokens;
+      if (mm == pl::SamMultimask::best)
+        tokens.push_back(giou.argmax().item<std::int64_t>());
+      else
+        for (std::int64_t i = 0; i < giou.size(0); ++i) tokens.push_back(i);
+      REQUIRE(masks.size() == tokens.size());
+      for (std::size_t i = 0; i < masks.size(); ++i) {
+        const auto t = tokens[i];
+        CHECK(masks[i].mask_token == (mm == pl::SamMultimask::off ? 0 : t + 1));
+        CHECK(std::abs(masks[i].score - giou[t].item<float>()) < 1e-4);
+        auto bin = mat_to_bool(masks[i].mask);
+        auto bad = (bin.ne(gbin[t]) & ~(glog[t].abs() < 1e-4)).sum().item<std::int64_t>();
+        CHECK(bad == 0);
+        CHECK(masks[i].area == gbin[t].sum().item<std::int64_t>());
+        // Stability from the golden logits.
+        const double inter = (glog[t] > 1).sum().item<double>(), uni = (glog[t] > -1).sum().item<double>();
+        CHECK(std::abs(masks[i].stability - (uni > 0 ? inter / uni : 0)) < 1e-6);
+        CHECK(masks[i].low_res_logits.rows == 32);
+        CHECK(masks[i].low_res_logits.type() == CV_32FC1);
+      }
+    }
+  }
+}
+
+TEST_CASE("segment_sam pipeline: several boxes give one mask each; points join every box; mask prompts feed back") {
+  auto seg = fixture_segmenter();
+  auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
+  pl::SamPrompt p;
+  p.multimask = pl::SamMultimask::off;
+  p.boxes = {{8, 6, 36, 30}, {20, 12, 46, 38}};
+  auto two = seg.segment(emb, p);
+  REQUIRE(two.size() == 2);
+  CHECK(two[0].prompt_index == 0);
+  CHECK(two[1].prompt_index == 1);
+  // Each box alone gives the same mask as in the batch.
+  pl::SamPrompt one = p;
+  one.boxes = {p.boxes[1]};
+  auto single = seg.segment(emb, one);
+  REQUIRE(single.size() == 1);
+  CHECK(std::abs(single[0].score - two[1].score) < 1e-5);
+  CHECK(cv::norm(single[0].low_res_logits, two[1].low_res_logits, cv::NORM_INF) < 1e-4);
+  // Box + point: equals the golden box_point case when the point goes with the second box.
+  pl::SamPrompt bp;
+  bp.multimask = pl::SamMultimask::off;
+  bp.boxes = {{20, 12, 46, 38}};
+  bp.points = {{33, 24, true}};
+  auto ref = seg.segment(emb, bp);
+  bp.boxes.insert(bp.boxes.begin(), pl::SamBox{8, 6, 36, 30});
+  auto both = seg.segment(emb, bp);
+  REQUIRE(both.size() == 2);
+  CHECK(cv::norm(ref[0].low_res_logits, both[1].low_res_logits, cv::NORM_INF) < 1e-4);
+  // A previous low-res result as the only prompt, and with a point.
+  pl::SamPrompt mp;
+  mp.mask_prompt = ref[0].low_res_logits;
+  auto from_mask = seg.segment(emb, mp);
+  REQUIRE(from_mask.size() == 1);
+  CHECK(from_mask[0].mask.rows == 40);
+  mp.points = {{33, 24, true}};
+  CHECK(seg.segment(emb, mp).size() == 1);
+  // Errors.
+  CHECK_THROWS_AS(seg.segment(emb, pl::SamPrompt{}), lli::InputError);
+  pl::SamPrompt badbox;
+  badbox.boxes = {{30, 6, 10, 30}};
+  CHECK_THROWS_AS(seg.segment(emb, badbox), lli::InputError);
+  pl::SamPrompt badmask;
+  badmask.mask_prompt = cv::Mat(16, 16, CV_32FC1, cv::Scalar(0));
+  CHECK_THROWS_AS(seg.segment(emb, badmask), lli::InputError);
+  CHECK_THROWS_AS(seg.segment(pl::SamEmbedding(), bp), lli::RuntimeError);
+}
+
+TEST_CASE("segment_sam pipeline: embeddings round-trip through bytes; foreign or damaged bytes are refused") {
+  auto seg = fixture_segmenter();
+  auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
+  const auto bytes = seg.embedding_to_bytes(emb);
+  auto back = seg.embedding_from_bytes(bytes, "cache.bin");
+  CHECK(back.image_width() == 50);
+  CHECK(back.image_height() == 40);
+  pl::SamPrompt p;
+  p.points = {{12, 10, true}, {30, 25, true}, {40, 33, false}};
+  p.multimask = pl::SamMultimask::all;
+  auto a = seg.segment(emb, p), b = seg.segment(back, p);
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].score == b[i].score);
+    CHECK(cv::norm(a[i].mask, b[i].mask, cv::NORM_INF) == 0);
+  }
+  // The bytes are a valid safetensors file.
+  TempDir tmp;
+  lli::write_file_atomic((tmp / "e.safetensors").string(), bytes);
+  auto f = lli::st::File::open(tmp / "e.safetensors");
+  REQUIRE(f.tensors().size() == 1);
+  CHECK(f.tensors()[0].name == "image_embeddings");
+  CHECK(f.metadata().at("format") == "lli-sam-embedding");
+
+  CHECK(has(error_of<lli::InputError>([&] { seg.embedding_from_bytes(bytes.substr(0, bytes.size() - 4), "c.bin"); }),
+            "c.bin: not a usable SAM embedding: data size does not match the shape"));
+  CHECK(has(error_of<lli::InputError>([&] { seg.embedding_from_bytes("abc", "c.bin"); }), "too short"));
+  std::string wrong = bytes;
+  auto pos = wrong.find("\"fingerprint\":\"");
+  REQUIRE(pos != std::string::npos);
+  pos += 15;
+  wrong[pos] = wrong[pos] == 'a' ? 'b' : 'a';
+  CHECK(has(error_of<lli::InputError>([&] { seg.embedding_from_bytes(wrong, "c.bin"); }), "another model"));
+
+  // Another model (one weight changed) has another fingerprint.
+  TempDir other;
+  fs::copy_file(sam_dir() / "config.json", other / "config.json");
+  fs::copy_file(sam_dir() / "preprocessor_config.json", other / "preprocessor_config.json");
+  auto t = lli::load_tensors(lli::st::Checkpoint::open(sam_dir()));
+  t["mask_decoder.iou_token.weight"] = t["mask_decoder.iou_token.weight"] + 1;
+  lli::save_tensors(other / "model.safetensors", t);
+  pl::SamOptions o;
+  o.dtype = lli::DTypeChoice::f32;
+  pl::SamSegmenter seg2(other.path, o);
+  CHECK(seg2.fingerprint() != seg.fingerprint());
+  CHECK_THROWS_AS(seg2.embedding_from_bytes(bytes, "c.bin"), lli::InputError);
+  CHECK_THROWS_AS(seg2.segment(emb, p), lli::InputError);
+}
+
+TEST_CASE("sample_stroke_points: spacing max(8, width) along the arc, end point kept, even cap") {
+  std::vector<lli::XY> line{{0, 0}, {20, 0}, {20, 10}};  // length 30
+  auto pts = pl::sample_stroke_points(line, 4, true);   // spacing 8: 0, 8, 16, (20,4), end (20,10)
+  REQUIRE(pts.size() == 5);
+  CHECK(pts[1].x == doctest::Approx(8));
+  CHECK(pts[2].x == doctest::Approx(16));
+  CHECK(pts[3].x == doctest::Approx(20));
+  CHECK(pts[3].y == doctest::Approx(4));
+  CHECK(pts[4].y == doctest::Approx(10));
+  CHECK(pts[0].positive);
+  auto wide = pl::sample_stroke_points(line, 20, false);  // spacing 20: 0, (20, 0), end
+  REQUIRE(wide.size() == 3);
+  CHECK(!wide[0].positive);
+  CHECK(pl::sample_stroke_points({{5, 6}}, 8, true).size() == 1);
+  std::vector<lli::XY> longline{{0, 0}, {1000, 0}};
+  auto capped = pl::sample_stroke_points(longline, 1, true, 1, 32);
+  REQUIRE(capped.size() == 32);
+  CHECK(capped.front().x == 0);
+  CHECK(capped.back().x == 1000);
+  CHECK(pl::sample_stroke_points(longline, 1, true, 100, 0).size() == 11);
+
+  // sam_prompt_from: explicit points first, then stroke points, total cap 64 with a share each.
+  lli::Prompt pr;
+  pr.points.push_back({1, 2, false, ""});
+  lli::Stroke a, b;
+  a.points = {{0, 0}, {1000, 0}};
+  a.width = 1;
+  b.points = {{0, 5}, {10, 5}};
+  b.width = 2;
+  pr.strokes = {a, b};
+  pl::SamStrokeSampling s;
+  s.spacing = 1;
+  s.per_stroke_cap = 1000;
+  auto sp = pl::sam_prompt_from(pr, pl::SamMultimask::off, s);
+  CHECK(sp.multimask == pl::SamMultimask::off);
+  REQUIRE(sp.points.size() == 1 + 64);
+  CHECK(!sp.points[0].positive);
+  CHECK(sp.points.back().y == 5);  // the short stroke keeps its share
+}
+
+TEST_CASE("sam_box_nms suppresses IoU > threshold in score order like torchvision") {
+  std::vector<cv::Vec4d> b{{0, 0, 10, 10}, {1, 1, 10, 10}, {20, 20, 30, 30}, {0, 0, 10, 10}, {5, 5, 5, 5}};
+  std::vector<float> s{0.5f, 0.9f, 0.7f, 0.4f, 0.8f};
+  auto keep = pl::sam_box_nms(b, s, 0.7);
+  // 1 (0.9) kept; 4 (empty box, IoU 0) kept; 2 kept; 0 has IoU 0.81 with 1 -> removed; 3 same.
+  CHECK(keep == std::vector<int>{1, 4, 2});
+  CHECK(pl::sam_box_nms(b, s, 0.9) == std::vector<int>{1, 4, 2, 0});
+}
+
+TEST_CASE("segment_sam everything: grid prompts filtered by IoU and stability, NMS'd and sorted") {
+  auto seg = fixture_segmenter();
+  auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
+  pl::SamEverythingOptions o;
+  o.points_per_side = 6;
+  o.points_per_batch = 5;
+  o.pred_iou_thresh = -10;  // random weights: keep the predicted-IoU filter open
+  o.stability_score_offset = 0.05;  // the tiny random model's logits are within +-1
+  o.stability_score_thresh = 0.5;
+  o.box_nms_thresh = 1.0;  // no suppression
+  auto unsuppressed = seg.everything(emb, o);
+  o.box_nms_thresh = 0.7;
+  auto masks = seg.everything(emb, o);
+  MESSAGE("everything on sam-tiny-a: " << unsuppressed.size() << " masks pass the filters, " << masks.size()
+                                       << " after NMS");
+  CHECK(masks.size() < unsuppressed.size());
+  for (std::size_t i = 1; i < unsuppressed.size(); ++i) CHECK(unsuppressed[i - 1].score >= unsuppressed[i].score);
+  REQUIRE(!masks.empty());
+  std::vector<cv::Vec4d> boxes;
+  for (std::size_t i = 0; i < masks.size(); ++i) {
+    CHECK(masks[i].stability > 0.5f);
+    CHECK(masks[i].area > 0);
+    CHECK(masks[i].mask.size() == cv::Size(50, 40));
+    CHECK(masks[i].mask_token >= 1);
+    CHECK(masks[i].prompt_index < 36);
+    if (i > 0) CHECK(masks[i - 1].score >= masks[i].score);
+    const auto& r = masks[i].bbox;
+    boxes.push_back({double(r.x), double(r.y), double(r.x + r.width - 1), double(r.y + r.height - 1)});
+  }
+  std::vector<float> sc(masks.size(), 1.f);
+  for (std::size_t i = 0; i < sc.size(); ++i) sc[i] = 1.f - 0.001f * static_cast<float>(i);
+  CHECK(pl::sam_box_nms(boxes, sc, 0.7).size() == masks.size());  // nothing left to suppress
+  // The default thresholds keep a subset; max_masks caps.
+  o.max_masks = 2;
+  CHECK(seg.everything(emb, o).size() <= 2);
+}
+
+TEST_CASE("segment_sam stroke_mask_prompt draws strokes in the low-res frame") {
+  auto seg = fixture_segmenter();
+  auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
+  lli::Stroke s;
+  s.points = {{10, 10}, {40, 10}};
+  s.width = 8;
+  auto mp = seg.stroke_mask_prompt(emb, {s});
+  REQUIRE(mp.rows == 32);
+  REQUIRE(mp.type() == CV_32FC1);
+  // (x, y) = (25, 10) original -> resized (32, 12.8) -> low-res (16, 6.4) of 32 per 64 px.
+  CHECK(mp.at<float>(6, 16) == 8.f);
+  CHECK(mp.at<float>(25, 16) == 0.f);
+  pl::SamPrompt p;
+  p.mask_prompt = mp;
+  CHECK(seg.segment(emb, p).size() == 1);
+}
