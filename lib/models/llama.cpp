@@ -7,6 +7,7 @@
 
 #include "lli/error.h"
 #include "nn/attention.h"
+#include "nn/linear_bf16.h"
 
 namespace lli::models {
 
@@ -243,7 +244,7 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& embeds, KVCache
   if (last_only) h = h.narrow(1, L - 1, 1);
   h = model->norm(h);
   nn::tap_if(tap, "text.hidden_state", cfg.num_hidden_layers, h);
-  return torch::linear(h, output_weight()).to(torch::kFloat32);  // [B, L or 1, V]
+  return nn::linear(h, output_weight()).to(torch::kFloat32);  // [B, L or 1, V]
 }
 
 }  // namespace lli::models

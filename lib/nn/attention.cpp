@@ -6,6 +6,7 @@
 #include <string>
 
 #include "lli/error.h"
+#include "nn/attention_bf16.h"
 
 namespace lli::nn {
 
@@ -24,6 +25,8 @@ torch::Tensor causal_mask(std::int64_t lq, std::int64_t lk, std::int64_t offset,
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& mask, const AttentionOptions& opt) {
+  // Few bf16 query rows on CPU (decoding): one fused pass over the KV cache (nn/attention_bf16.h).
+  if (attention_bf16_applicable(q, k, v, mask, opt)) return attention_bf16(q, k, v, opt);
   // q: [B, H, Lq, D], k/v: [B, Hkv, Lk, D]
   const auto B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3);
   const auto Hkv = k.size(1), Lk = k.size(2);

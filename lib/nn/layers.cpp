@@ -1,5 +1,7 @@
 #include "nn/layers.h"
 
+#include "nn/linear_bf16.h"
+
 namespace lli::nn {
 
 torch::Tensor placeholder(const std::vector<std::int64_t>& shape, torch::Dtype dtype) {
@@ -10,7 +12,10 @@ LinearImpl::LinearImpl(std::int64_t in, std::int64_t out, bool has_bias) {
   weight = register_parameter("weight", placeholder({out, in}), /*requires_grad=*/false);
   if (has_bias) bias = register_parameter("bias", placeholder({out}), /*requires_grad=*/false);
 }
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  // bf16 with few rows (decoding): the memory-bound GEMV kernel; everything else: torch::linear.
+  return nn::linear(x, weight, bias);
+}
 
 Conv2dImpl::Conv2dImpl(const Conv2dOptions& o) : opt(o) {
   weight = register_parameter("weight", placeholder({o.out, o.in / o.groups, o.kernel, o.kernel}), false);

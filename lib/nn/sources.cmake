@@ -1,4 +1,6 @@
 list(APPEND LLI_TORCH_SOURCES
   nn/layers.cpp
   nn/attention.cpp
-  nn/clip_layer.cpp)
+  nn/clip_layer.cpp
+  nn/linear_bf16.cpp
+  nn/attention_bf16.cpp)

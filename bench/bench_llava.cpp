@@ -1,0 +1,625 @@
+// LLaVA-1.5 CPU benchmark (lli-chat's model path, bf16): machine limits measured here (bf16 matmul
+// peak, memory read bandwidth), checkpoint load (cold and warm page cache; bf16 weights are mapped
+// and used in place), vision encoder time per image, prefill tokens/s for a ~600-token prompt,
+// decode tokens/s against the memory-bandwidth bound, peak RSS.
+//
+//   bench_llava CKPT_DIR [--threads N] [--repeat R] [--decode-tokens T] [--cold]
+//                        [--fast-bf16 on|off|both] [--skip-vision] [--skip-prefill]
+//
+// Output: one "name: value unit" line per metric (scripts/bench_llava.sh collects them).
+// Ref: llama.cpp llama-bench (pp/tg), the methodology only.
+#include <torch/torch.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <CLI/CLI.hpp>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <utility>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lli/device.h"
+#include "lli/error.h"
+#include "models/llava.h"
+#include "nn/linear_bf16.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BENCH_AVX512 1
+#else
+#define BENCH_AVX512 0
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace m = lli::models;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+double minimum(const std::vector<double>& v) { return v.empty() ? 0 : *std::min_element(v.begin(), v.end()); }
+
+void metric(const std::string& name, double value, const char* unit) {
+  std::printf("%-44s %12.3f %s\n", (name + ":").c_str(), value, unit);
+  std::fflush(stdout);
+}
+void note(const std::string& s) {
+  std::printf("# %s\n", s.c_str());
+  std::fflush(stdout);
+}
+
+// ---- machine limits -------------------------------------------------------------------------
+
+// XOR of all 64-byte blocks of [p, p + n): a pure read stream (integer ops: no float assists).
+#if BENCH_AVX512
+__attribute__((target("avx512f"))) std::uint64_t xor_stream(const char* p, std::size_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  std::size_t i = 0;
+  const std::size_t lead = (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64;
+  std::uint64_t s = 0;
+  for (; i < lead && i < n; ++i) s ^= static_cast<unsigned char>(p[i]);
+  for (; i + 256 <= n; i += 256) {
+    a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 64));
+    a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 128));
+    a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 192));
+  }
+  for (; i < n; ++i) s ^= static_cast<unsigned char>(p[i]);
+  a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+  alignas(64) std::uint64_t lanes[8];
+  _mm512_store_si512(lanes, a0);
+  for (auto l : lanes) s ^= l;
+  return s;
+}
+#endif
+std::uint64_t xor_stream_any(const char* p, std::size_t n) {
+#if BENCH_AVX512
+  if (__builtin_cpu_supports("avx512f")) return xor_stream(p, n);
+#endif
+  std::uint64_t s = 0;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    s ^= v;
+  }
+  for (; i < n; ++i) s ^= static_cast<unsigned char>(p[i]);
+  return s;
+}
+
+// Reads every byte of the regions once, split evenly over the intra-op threads.
+struct Region {
+  const char* p;
+  std::size_t n;
+};
+std::uint64_t read_regions(const std::vector<Region>& regions) {
+  std::size_t total = 0;
+  for (const auto& r : regions) total += r.n;
+  const int nt = at::get_num_threads();
+  std::vector<std::uint64_t> sums(static_cast<std::size_t>(nt), 0);
+  at::parallel_for(0, nt, 1, [&](std::int64_t t0, std::int64_t t1) {
+    for (std::int64_t t = t0; t < t1; ++t) {
+      // Thread t reads the byte range [total*t/nt, total*(t+1)/nt) of the concatenation.
+      const std::size_t b = total * static_cast<std::size_t>(t) / nt, e = total * static_cast<std::size_t>(t + 1) / nt;
+      std::size_t off = 0;
+      std::uint64_t s = 0;
+      for (const auto& r : regions) {
+        const std::size_t lo = std::max(b, off), hi = std::min(e, off + r.n);
+        if (lo < hi) s ^= xor_stream_any(r.p + (lo - off), hi - lo);
+        off += r.n;
+      }
+      sums[static_cast<std::size_t>(t)] = s;
+    }
+  });
+  std::uint64_t s = 0;
+  for (auto v : sums) s ^= v;
+  return s;
+}
+
+volatile std::uint64_t g_sink = 0;
+
+double measure_bf16_peak(int repeat) {
+  const std::int64_t M = 2048, K = 4096, N = 4096;
+  auto a = torch::randn({M, K}).to(torch::kBFloat16);
+  auto b = torch::randn({K, N}).to(torch::kBFloat16);
+  auto c = torch::mm(a, b);  // warm-up
+  std::vector<double> t;
+  for (int i = 0; i < repeat; ++i) {
+    auto t0 = Clock::now();
+    c = torch::mm(a, b);
+    t.push_back(seconds_since(t0));
+  }
+  return 2.0 * M * K * N / minimum(t) / 1e9;
+}
+
+double measure_read_bandwidth(int repeat) {
+  const std::size_t bytes = std::size_t(1) << 30;  // 1 GiB of fp32, far beyond the caches
+  auto buf = torch::ones({static_cast<std::int64_t>(bytes / 4)}, torch::kFloat32);
+  std::vector<Region> r{{static_cast<const char*>(buf.data_ptr()), bytes}};
+  g_sink ^= read_regions(r);  // warm-up (pages already touched by ones())
+  std::vector<double> t;
+  for (int i = 0; i < repeat; ++i) {
+    auto t0 = Clock::now();
+    g_sink ^= read_regions(r);
+    t.push_back(seconds_since(t0));
+  }
+  return bytes / minimum(t) / 1e9;
+}
+
+// ---- checkpoint -----------------------------------------------------------------------------
+
+std::vector<fs::path> checkpoint_files(const fs::path& dir) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Drops the checkpoint's pages from the page cache (only these files; no global drop_caches).
+void evict_from_page_cache(const std::vector<fs::path>& files) {
+  for (const auto& f : files) {
+    int fd = ::open(f.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+}
+
+std::vector<Region> weight_regions(torch::nn::Module& model, const std::string& prefix = "") {
+  std::vector<Region> r;
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
+    if (!prefix.empty() && p.key().compare(0, prefix.size(), prefix) != 0) continue;
+    const auto& t = p.value();
+    r.push_back({static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()) * t.element_size()});
+  }
+  return r;
+}
+
+std::size_t region_bytes(const std::vector<Region>& r) {
+  std::size_t n = 0;
+  for (const auto& x : r) n += x.n;
+  return n;
+}
+
+// Bytes of parameters whose data lies inside a mapping of a .safetensors file (/proc/self/maps):
+// those are used in place, zero-copy.
+std::pair<std::size_t, std::size_t> bytes_in_place(torch::nn::Module& model) {
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> maps;
+  if (FILE* f = std::fopen("/proc/self/maps", "r")) {
+    char line[4096];
+    while (std::fgets(line, sizeof line, f)) {
+      std::string s(line);
+      while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+      if (s.size() < 12 || s.compare(s.size() - 12, 12, ".safetensors") != 0) continue;
+      unsigned long lo = 0, hi = 0;
+      if (std::sscanf(line, "%lx-%lx", &lo, &hi) == 2) maps.emplace_back(lo, hi);
+    }
+    std::fclose(f);
+  }
+  std::size_t in = 0, all = 0;
+  for (const auto& p : model.named_parameters(true)) {
+    const auto& t = p.value();
+    const std::size_t n = static_cast<std::size_t>(t.numel()) * t.element_size();
+    const auto a = reinterpret_cast<std::uintptr_t>(t.data_ptr());
+    all += n;
+    for (const auto& [lo, hi] : maps)
+      if (a >= lo && a + n <= hi) {
+        in += n;
+        break;
+      }
+  }
+  return {in, all};
+}
+
+// Page faults of this process so far (minor: memory touched for the first time or mapped pages
+// not yet in the page table; major: read from disk).
+struct Faults {
+  long minor = 0, major = 0;
+};
+Faults faults_now() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return {ru.ru_minflt, ru.ru_majflt};
+}
+
+long peak_rss_kib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+// ---- FLOP counts (matmuls only) -------------------------------------------------------------
+
+double vision_flops(const m::LlavaConfig& c) {
+  const auto& v = c.vision;
+  const double T = static_cast<double>(v.num_positions()), D = v.hidden_size, I = v.intermediate_size;
+  const double P = v.num_patches(), C = v.num_channels, p = v.patch_size;
+  const auto idx = c.feature_layer_indices();
+  const double layers = static_cast<double>(*std::max_element(idx.begin(), idx.end()));
+  const double per_layer = 2 * T * (4 * D * D + 2 * D * I) + 4 * T * T * D;
+  const double Dv = D * static_cast<double>(idx.size()), Dt = c.text.hidden_size;
+  const double N = static_cast<double>(c.tokens_per_image());
+  return 2 * P * C * p * p * D + layers * per_layer + 2 * N * (Dv * Dt + Dt * Dt);
+}
+
+struct TextFlops {
+  double linear, attention, head;
+};
+TextFlops prefill_flops(const m::LlamaConfig& t, double L) {
+  const double D = t.hidden_size, F = t.intermediate_size, q = t.num_attention_heads * t.head_dim;
+  const double kv = t.num_key_value_heads * t.head_dim;
+  TextFlops f;
+  f.linear = t.num_hidden_layers * 2 * L * (D * q + 2 * D * kv + q * D + 3 * D * F);
+  f.attention = t.num_hidden_layers * 4 * L * L * q;  // eager attention computes all L x L scores
+  f.head = 2 * D * t.vocab_size;                      // last position only
+  return f;
+}
+
+// ---- model passes ---------------------------------------------------------------------------
+
+torch::Tensor make_prompt_ids(const m::LlavaConfig& c, std::int64_t before, std::int64_t after, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::int64_t> tok(3, std::min<std::int64_t>(c.text.vocab_size, 32000) - 1);
+  std::vector<std::int64_t> ids{c.text.bos_token_id};
+  for (std::int64_t i = 0; i < before; ++i) ids.push_back(tok(rng));
+  for (std::int64_t i = 0; i < c.tokens_per_image(); ++i) ids.push_back(c.image_token_index);
+  for (std::int64_t i = 0; i < after; ++i) ids.push_back(tok(rng));
+  return torch::tensor(ids, torch::kInt64).unsqueeze(0);
+}
+
+struct DecodeRun {
+  std::vector<double> step_s;  // per generated token (after the first, which comes from prefill)
+  std::vector<std::int64_t> ids;
+};
+
+// Greedy decoding of `n` tokens starting from the logits' argmax; times every step.
+DecodeRun decode(m::LlavaImpl& model, m::KVCache& cache, const torch::Tensor& first_logits, std::int64_t n) {
+  torch::NoGradGuard ng;
+  DecodeRun r;
+  auto next = first_logits.reshape({-1}).argmax().item<std::int64_t>();
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    auto x = model.language_model->embed(torch::tensor({next}, torch::kInt64).view({1, 1}));
+    auto logits = model.logits(x, &cache, /*last_only=*/true);  // [1, 1, V]
+    next = logits.reshape({-1}).argmax().item<std::int64_t>();
+    r.step_s.push_back(seconds_since(t0));
+    r.ids.push_back(next);
+  }
+  return r;
+}
+
+// Every linear weight of the language model (+ the output matrix) applied to one random row, as
+// one decode step does: the GEMV part of decoding, without attention and elementwise work.
+double gemv_pass_seconds(m::LlavaImpl& model, std::int64_t rows, int repeat) {
+  torch::NoGradGuard ng;
+  auto& lm = *model.language_model;
+  std::vector<lli::nn::LinearImpl*> linears;
+  for (const auto& mod : lm.modules(/*include_self=*/false))
+    if (auto* l = dynamic_cast<lli::nn::LinearImpl*>(mod.get())) linears.push_back(l);
+  const auto& head = lm.output_weight();
+  std::map<std::int64_t, torch::Tensor> xs;  // one random input per width
+  auto make_x = [&](std::int64_t k) {
+    auto& x = xs[k];
+    if (!x.defined()) x = torch::randn({1, rows, k}).to(torch::kBFloat16);
+    return x;
+  };
+  std::vector<double> t;
+  for (int it = 0; it < repeat + 1; ++it) {
+    auto t0 = Clock::now();
+    for (auto* l : linears) {
+      auto x = make_x(l->weight.size(1));
+      auto y = l->forward(x);
+    }
+    auto x = make_x(head.size(1));
+    auto y = lli::nn::linear(x, head);
+    if (it > 0) t.push_back(seconds_since(t0));  // first pass: warm-up
+  }
+  return minimum(t);
+}
+
+std::size_t gemv_pass_bytes(m::LlavaImpl& model) {
+  std::size_t n = 0;
+  auto& lm = *model.language_model;
+  for (const auto& mod : lm.modules(false))
+    if (auto* l = dynamic_cast<lli::nn::LinearImpl*>(mod.get())) n += l->weight.numel() * l->weight.element_size();
+  const auto& h = lm.output_weight();
+  return n + h.numel() * h.element_size();
+}
+
+// Runs f under libtorch's (legacy) profiler and prints the top-level operators by total time;
+// time outside any operator (e.g. the linear_bf16 kernel) is reported as the remainder.
+void profile_top_ops(const std::string& what, const std::function<void()>& f, int top = 15) {
+  namespace prof = torch::autograd::profiler;
+  std::map<std::string, std::pair<double, int>> total;  // name -> (us, calls)
+  double wall = 0;
+  {
+    prof::TLSLegacyProfilerGuard guard(
+        prof::ProfilerConfig(prof::ProfilerState::CPU),
+        std::function<void(const prof::thread_event_lists&)>([&](const prof::thread_event_lists& lists) {
+          for (auto& list : lists) {
+            std::vector<const prof::LegacyEvent*> stack;
+            for (const auto& e : list) {
+              if (e.kindStr() == std::string("push")) {
+                stack.push_back(&e);
+              } else if (e.kindStr() == std::string("pop") && !stack.empty()) {
+                const auto* start = stack.back();
+                stack.pop_back();
+                if (stack.empty()) {
+                  auto& t = total[start->name()];
+                  t.first += start->cpuElapsedUs(e);
+                  t.second += 1;
+                }
+              }
+            }
+          }
+        }));
+    auto t0 = Clock::now();
+    f();
+    wall = seconds_since(t0) * 1e6;
+  }
+  std::vector<std::pair<double, std::string>> v;
+  double sum = 0;
+  for (const auto& [name, t] : total) {
+    v.emplace_back(t.first, name + " x" + std::to_string(t.second));
+    sum += t.first;
+  }
+  std::sort(v.rbegin(), v.rend());
+  note("profile of " + what + ": " + std::to_string(wall / 1e3) + " ms wall; top-level operators:");
+  for (int i = 0; i < top && i < static_cast<int>(v.size()); ++i)
+    std::printf("#   %9.2f ms  %s\n", v[static_cast<std::size_t>(i)].first / 1e3, v[static_cast<std::size_t>(i)].second.c_str());
+  std::printf("#   %9.2f ms  (outside operators: custom kernels, Python-free glue)\n", (wall - sum) / 1e3);
+}
+
+struct Options {
+  std::string dir;
+  int threads = 0;
+  int repeat = 3;
+  std::int64_t decode_tokens = 64;
+  std::int64_t text_before = 5, text_after = 19;  // "USER: <image>\n... ASSISTANT:" around the image
+  bool cold = false;
+  std::string fast = "both";
+  bool skip_vision = false, skip_prefill = false, skip_gemv = false;
+  bool profile = false;
+};
+
+void run(const Options& o) {
+  const int nt = lli::configure_threads(o.threads);
+  note("threads " + std::to_string(nt) + ", AVX512-BF16 " + (lli::cpu_has_avx512_bf16() ? "yes" : "no") +
+       ", GLIBC_TUNABLES=" + (std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "") +
+       ", LLI_FAST_BF16=" + (std::getenv("LLI_FAST_BF16") ? std::getenv("LLI_FAST_BF16") : ""));
+  torch::NoGradGuard ng;
+
+  const double peak = measure_bf16_peak(5);
+  metric("bf16 matmul peak (torch::mm 2048x4096x4096)", peak, "GFLOP/s");
+  const double bw = measure_read_bandwidth(5);
+  metric("memory read bandwidth (1 GiB, all threads)", bw, "GB/s");
+
+  // ---- load: cold and warm page cache ----
+  const auto files = checkpoint_files(o.dir);
+  std::size_t file_bytes = 0;
+  for (const auto& f : files) file_bytes += fs::file_size(f);
+  note("checkpoint " + o.dir + ": " + std::to_string(files.size()) + " safetensors file(s), " +
+       std::to_string(file_bytes / 1000000) + " MB");
+  m::LlavaLoadOptions lo;
+  lo.dtype = torch::kBFloat16;
+  if (o.cold) {
+    {
+      evict_from_page_cache(files);
+      auto t0 = Clock::now();
+      auto model = m::load_llava(o.dir, lo);
+      const double load_s = seconds_since(t0);
+      auto regions = weight_regions(*model);
+      t0 = Clock::now();
+      g_sink ^= read_regions(regions);
+      const double touch_s = seconds_since(t0);
+      metric("load, cold page cache (open+map+bind)", load_s, "s");
+      metric("first read of all weights, cold (disk)", touch_s, "s");
+      metric("  = disk read rate", region_bytes(regions) / touch_s / 1e9, "GB/s");
+    }
+  }
+  auto t0 = Clock::now();
+  auto model = m::load_llava(o.dir, lo);
+  const double warm_load_s = seconds_since(t0);
+  auto regions = weight_regions(*model);
+  t0 = Clock::now();
+  g_sink ^= read_regions(regions);
+  const double warm_touch_s = seconds_since(t0);
+  metric(std::string("load") + (o.cold ? ", warm page cache" : "") + " (open+map+bind)", warm_load_s, "s");
+  metric("first read of all weights (page faults)", warm_touch_s, "s");
+  std::vector<double> wt;
+  for (int i = 0; i < 3; ++i) {
+    t0 = Clock::now();
+    g_sink ^= read_regions(regions);
+    wt.push_back(seconds_since(t0));
+  }
+  const double weights_bw = region_bytes(regions) / minimum(wt) / 1e9;
+  metric("read bandwidth over the mapped weights", weights_bw, "GB/s");
+  const auto [in_place, all_bytes] = bytes_in_place(*model);
+  metric("weights used in place from the mapped files", 100.0 * in_place / all_bytes, "%");
+  const auto& cfg = model->cfg;
+
+  std::vector<std::string> modes;
+  if (o.fast == "both") modes = {"off", "on"};
+  else modes = {o.fast};
+  auto set_mode = [&](const std::string& mode) { lli::nn::set_bf16_kernels_enabled(mode == "on"); };
+
+  // ---- GEMV part of a decode step ----
+  if (!o.skip_gemv) {
+    const double bytes = static_cast<double>(gemv_pass_bytes(*model));
+    for (const auto& mode : modes) {
+      set_mode(mode);
+      for (std::int64_t rows : {1, 2, 4, 8, 16}) {
+        const double s = gemv_pass_seconds(*model, rows, o.repeat);
+        metric("text linears, M=" + std::to_string(rows) + ", fast-bf16 " + mode, bytes / s / 1e9, "GB/s");
+      }
+    }
+  }
+
+  // ---- vision encoder ----
+  torch::Tensor feats;
+  auto pixels = torch::randn({1, cfg.vision.num_channels, cfg.vision.image_size, cfg.vision.image_size});
+  if (!o.skip_vision) {
+    const double flops = vision_flops(cfg);
+    std::vector<double> t;
+    Faults f0;
+    for (int i = 0; i < o.repeat + 1; ++i) {
+      if (i == 1) f0 = faults_now();
+      t0 = Clock::now();
+      feats = model->image_features(pixels);
+      t.push_back(seconds_since(t0));
+    }
+    const double vision_faults = static_cast<double>(faults_now().minor - f0.minor) / o.repeat;
+    const double first = t.front();
+    t.erase(t.begin());
+    metric("vision encoder, first image", first, "s");
+    metric("vision encoder per image (median)", median(t), "s");
+    metric("vision encoder per image (min)", minimum(t), "s");
+    metric("  GFLOP/s (min time)", flops / minimum(t) / 1e9, "GFLOP/s");
+    metric("  fraction of bf16 matmul peak", flops / minimum(t) / 1e9 / peak, "");
+    metric("  page faults per image (after the first)", vision_faults, "");
+  } else {
+    feats = torch::zeros({1, cfg.tokens_per_image(), cfg.text.hidden_size}, torch::kBFloat16);
+  }
+
+  // ---- prefill ----
+  auto ids = make_prompt_ids(cfg, o.text_before, o.text_after, 1234);
+  const std::int64_t L = ids.size(1);
+  auto embeds = model->embed_inputs(ids, feats);
+  auto cache = model->make_cache(L + o.decode_tokens + 8);
+  torch::Tensor last_logits;
+  if (!o.skip_prefill) {
+    const auto f = prefill_flops(cfg.text, static_cast<double>(L));
+    std::vector<double> t;
+    Faults f0;
+    for (int i = 0; i < o.repeat + 1; ++i) {
+      if (i == 1) f0 = faults_now();
+      cache.clear();
+      t0 = Clock::now();
+      last_logits = model->logits(embeds, &cache, /*last_only=*/true);
+      t.push_back(seconds_since(t0));
+    }
+    const double first = t.front();
+    t.erase(t.begin());
+    note("prompt: " + std::to_string(L) + " tokens (" + std::to_string(cfg.tokens_per_image()) + " image tokens)");
+    metric("prefill, first (fresh KV cache)", first, "s");
+    metric("prefill (median)", median(t), "s");
+    metric("prefill (min)", minimum(t), "s");
+    metric("  prefill tokens/s (min time)", L / minimum(t), "tok/s");
+    const double total = f.linear + f.attention + f.head;
+    metric("  GFLOP/s (all matmuls, min time)", total / minimum(t) / 1e9, "GFLOP/s");
+    metric("  fraction of bf16 matmul peak", total / minimum(t) / 1e9 / peak, "");
+    metric("  page faults per prefill (after the first)",
+           static_cast<double>(faults_now().minor - f0.minor) / o.repeat, "");
+    note("prefill FLOPs: linear " + std::to_string(f.linear / 1e9) + " G, attention " +
+         std::to_string(f.attention / 1e9) + " G, lm_head " + std::to_string(f.head / 1e9) + " G");
+  } else {
+    cache.clear();
+    last_logits = model->logits(embeds, &cache, true);
+  }
+
+  // ---- decode ----
+  const std::int64_t prefix = cache.n_past;
+  const auto& t = cfg.text;
+  const double text_weight_bytes = static_cast<double>(gemv_pass_bytes(*model)) +
+                                   t.num_hidden_layers * 2.0 * t.hidden_size * 2 /* norms */ +
+                                   t.hidden_size * 2.0 /* final norm */ + t.hidden_size * 2.0 /* one embed row */;
+  // KV cache read per token at the mean position of the run (bf16 keys and values, all layers).
+  const double mean_pos = prefix + o.decode_tokens / 2.0;
+  const double kv_bytes = t.num_hidden_layers * 2.0 * t.num_key_value_heads * t.head_dim * mean_pos * 2;
+  const double bytes_per_token = text_weight_bytes + kv_bytes;
+  metric("bytes read per decoded token (weights + KV)", bytes_per_token / 1e9, "GB");
+  metric("decode bound at measured bandwidth", bw * 1e9 / bytes_per_token, "tok/s");
+  for (const auto& mode : modes) {
+    set_mode(mode);
+    std::vector<double> per_run;
+    std::vector<double> all_steps;
+    std::vector<std::int64_t> first_ids;
+    const Faults f0 = faults_now();
+    for (int r = 0; r < o.repeat; ++r) {
+      cache.truncate(prefix);
+      auto run = decode(*model, cache, last_logits, o.decode_tokens);
+      double sum = 0;
+      for (double s : run.step_s) sum += s;
+      per_run.push_back(sum / static_cast<double>(run.step_s.size()));
+      all_steps.insert(all_steps.end(), run.step_s.begin(), run.step_s.end());
+      if (r == 0) first_ids = run.ids;
+    }
+    const double tok_s = 1.0 / minimum(per_run);
+    metric("decode " + std::to_string(o.decode_tokens) + " tokens, fast-bf16 " + mode + " (best run mean)", tok_s,
+           "tok/s");
+    metric("  median run mean", 1.0 / median(per_run), "tok/s");
+    metric("  median step", median(all_steps) * 1e3, "ms");
+    metric("  effective read rate", bytes_per_token * tok_s / 1e9, "GB/s");
+    metric("  fraction of the bandwidth bound", bytes_per_token * tok_s / (bw * 1e9), "");
+    metric("  page faults per token", static_cast<double>(faults_now().minor - f0.minor) / all_steps.size(), "");
+    std::string s;
+    for (std::size_t i = 0; i < std::min<std::size_t>(8, first_ids.size()); ++i) s += " " + std::to_string(first_ids[i]);
+    note("decode " + mode + ": first ids" + s);
+  }
+  if (o.profile) {
+    for (const auto& mode : modes) {
+      set_mode(mode);
+      cache.truncate(prefix);
+      profile_top_ops("one decode step, fast-bf16 " + mode, [&] { decode(*model, cache, last_logits, 1); });
+    }
+    if (!o.skip_prefill) {
+      cache.clear();
+      profile_top_ops("prefill", [&] { model->logits(embeds, &cache, true); });
+    }
+  }
+  lli::nn::set_bf16_kernels_enabled(true);
+  metric("peak RSS (ru_maxrss, includes mapped weights)", peak_rss_kib() / 1024.0 / 1024.0, "GiB");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"LLaVA-1.5 CPU benchmark (bf16)"};
+  Options o;
+  app.add_option("checkpoint", o.dir, "llava-hf checkpoint directory")->required()->check(CLI::ExistingDirectory);
+  app.add_option("--threads", o.threads, "intra-op threads (0: number of cores)");
+  app.add_option("--repeat", o.repeat, "timed repetitions of each measurement");
+  app.add_option("--decode-tokens", o.decode_tokens, "tokens generated per decode run");
+  app.add_option("--text-before", o.text_before, "text tokens before the image (after BOS)");
+  app.add_option("--text-after", o.text_after, "text tokens after the image");
+  app.add_flag("--cold", o.cold, "also measure a load with the checkpoint evicted from the page cache");
+  app.add_option("--fast-bf16", o.fast, "hand-written bf16 kernels (GEMV, decode attention) in the decode/GEMV measurements")
+      ->check(CLI::IsMember({"on", "off", "both"}));
+  app.add_flag("--skip-vision", o.skip_vision, "skip the vision encoder measurement");
+  app.add_flag("--skip-prefill", o.skip_prefill, "skip the prefill timing (one untimed prefill still runs)");
+  app.add_flag("--skip-gemv", o.skip_gemv, "skip the GEMV-only measurement");
+  app.add_flag("--profile", o.profile, "print libtorch's operator profile of one decode step (and of a prefill)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    run(o);
+  } catch (const lli::Error& e) {
+    std::fprintf(stderr, "bench_llava: %s\n", e.what());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_llava: %s\n", e.what());
+    return 5;
+  }
+  return 0;
+}
