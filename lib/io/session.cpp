@@ -83,7 +83,7 @@ std::string clean_ext(std::string ext) {
   if (!ext.empty() && ext[0] == '.') ext.erase(0, 1);
   std::transform(ext.begin(), ext.end(), ext.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  if (ext.empty() || ext.size() > 8 ||
+  if (ext.empty() || ext.size() > 16 ||
       !std::all_of(ext.begin(), ext.end(), [](unsigned char ch) { return std::isalnum(ch); }))
     throw RuntimeError("session: file extension '" + ext + "' is not valid");
   return ext;

@@ -10,51 +10,18 @@
 #include <sstream>
 
 #include "lli/safetensors.h"
-#include "test_util.h"
+#include "cli/cli_run.h"
 
 using lli::test::TempDir;
+using lli::test::Run;
+using lli::test::run;
+using lli::test::slurp;
+using lli::test::bin;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-std::string bin(const std::string& tool) { return (fs::path(LLI_BIN_DIR) / tool).string(); }
-
-// Runs `cmd` through bash in the temp dir, with stdin from `stdin_file` (default /dev/null). The
-// tool names lli-chat / lli-edit at the start of a word are replaced by their built paths.
-Run run(const std::string& cmd, const TempDir& t, const std::string& stdin_file = "") {
-  std::string c = " " + cmd + " ";
-  for (const char* tool : {"lli-chat", "lli-edit"}) {
-    for (const char* before : {" ", "|", "(", "\""}) {
-      const std::string from = std::string(before) + tool + " ";
-      const std::string to = std::string(before) + bin(tool) + " ";
-      for (std::size_t pos = 0; (pos = c.find(from, pos)) != std::string::npos; pos += to.size()) c.replace(pos, from.size(), to);
-    }
-  }
-  const fs::path out = t / ".stdout", err = t / ".stderr", script = t / ".cmd.sh";
-  std::ofstream(script) << "cd '" << t.path.string() << "'\n"
-                        << "export LLI_CONFIG='" << LLI_SAMPLES << "/../configs/models.yaml'\n"
-                        << "( " << c << " ) " << (stdin_file.empty() ? "< /dev/null" : "< '" + stdin_file + "'")
-                        << " > '" << out.string() << "' 2> '" << err.string() << "'\n";
-  int status = std::system(("bash '" + script.string() + "'").c_str());
-  Run r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
 
 fs::path llava_dir() { return lli::test::fixtures_dir() / "llava-tiny-a"; }
 std::string model_flag() { return "-m '" + llava_dir().string() + "'"; }

@@ -7,57 +7,18 @@
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 
-#include "test_util.h"
+#include "cli/cli_run.h"
 
 using lli::test::TempDir;
+using lli::test::Run;
+using lli::test::run;
+using lli::test::slurp;
+using lli::test::bin;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-std::string bin(const std::string& tool) { return (fs::path(LLI_BIN_DIR) / tool).string(); }
-
-// Runs `cmd` through bash in `cwd`; the tool names lli-* are replaced by their built paths.
-Run run(const std::string& cmd, const TempDir& t, const std::string& stdin_file = "") {
-  std::string c = cmd + " ";
-  for (const char* tool : {"lli-segment", "lli-edit", "lli-chat", "lli-generate"}) {
-    std::string from = std::string(tool) + " ";
-    size_t pos = 0;
-    while ((pos = c.find(from, pos)) != std::string::npos) {
-      bool word_start = pos == 0 || c[pos - 1] == ' ' || c[pos - 1] == '|' || c[pos - 1] == '(';
-      if (!word_start) {
-        pos += from.size();
-        continue;
-      }
-      const std::string repl = bin(tool) + " ";
-      c.replace(pos, from.size(), repl);
-      pos += repl.size();
-    }
-  }
-  const fs::path out = t / ".stdout", err = t / ".stderr", script = t / ".cmd.sh";
-  std::ofstream(script) << "cd '" << t.path.string() << "'\n"
-                        << "export LLI_CONFIG='" << LLI_SAMPLES << "/../configs/models.yaml'\n"
-                        << "( " << c << " ) " << (stdin_file.empty() ? "< /dev/null" : "< '" + stdin_file + "'")
-                        << " > '" << out.string() << "' 2> '" << err.string() << "'\n";
-  int status = std::system(("bash '" + script.string() + "'").c_str());
-  Run r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
 
 std::string sample(const std::string& name) { return (lli::test::samples_dir() / name).string(); }
 
