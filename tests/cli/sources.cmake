@@ -1,3 +1,4 @@
 set(LLI_CLI_TEST_SOURCES
   cli/test_cli.cpp
-  cli/test_chat.cpp)
+  cli/test_chat.cpp
+  cli/test_segment_sam.cpp)
