@@ -283,8 +283,11 @@ TEST_CASE("cli: Ctrl-C stops between steps and leaves no partial file") {
   cv::Mat big;
   cv::resize(cv::imread(sample("messi5.jpg")), big, {2192, 1368});
   cv::imwrite((t / "big.png").string(), big);
-  Run r = run("(lli-segment -i big.png --box 1328,1132,1572,1364 --max-side 0 --iterations 20 -o out.png & pid=$!; "
-              "sleep 1; kill -INT $pid; wait $pid)",
+  // The signal is sent once the tool has logged that it started segmenting (its handlers are
+  // installed by then; a background job started by a script ignores SIGINT until they are).
+  Run r = run("lli-segment -i big.png --box 1328,1132,1572,1364 --max-side 0 --iterations 20 -o out.png 2> log & "
+              "pid=$!; for i in $(seq 600); do grep -q 'backend grabcut' log && break; sleep 0.1; done; "
+              "sleep 0.3; kill -INT $pid; wait $pid; code=$?; cat log >&2; exit $code",
               t);
   CHECK_MESSAGE(r.code == 130, r.err);
   CHECK(r.err.find("interrupted") != std::string::npos);
