@@ -6,6 +6,8 @@
 //   bench_llava CKPT_DIR [--threads N] [--repeat R] [--decode-tokens T] [--cold]
 //                        [--fast-bf16 on|off|both] [--skip-vision] [--skip-prefill]
 //
+// --fast-bf16 both (default) measures everything twice: with libtorch's own kernels ("off": the
+// code path before nn/linear_bf16.h and nn/attention_bf16.h) and with them ("on").
 // Output: one "name: value unit" line per metric (scripts/bench_llava.sh collects them).
 // Ref: llama.cpp llama-bench (pp/tg), the methodology only.
 #include <torch/torch.h>
@@ -153,7 +155,7 @@ double measure_bf16_peak(int repeat) {
 }
 
 double measure_read_bandwidth(int repeat) {
-  const std::size_t bytes = std::size_t(1) << 30;  // 1 GiB of fp32, far beyond the caches
+  const std::size_t bytes = std::size_t(512) << 20;  // 512 MiB of fp32, far beyond the caches
   auto buf = torch::ones({static_cast<std::int64_t>(bytes / 4)}, torch::kFloat32);
   std::vector<Region> r{{static_cast<const char*>(buf.data_ptr()), bytes}};
   g_sink ^= read_regions(r);  // warm-up (pages already touched by ones())
@@ -413,8 +415,8 @@ void run(const Options& o) {
 
   const double peak = measure_bf16_peak(5);
   metric("bf16 matmul peak (torch::mm 2048x4096x4096)", peak, "GFLOP/s");
-  const double bw = measure_read_bandwidth(5);
-  metric("memory read bandwidth (1 GiB, all threads)", bw, "GB/s");
+  const double bw = measure_read_bandwidth(15);
+  metric("memory read bandwidth (512 MiB, all threads)", bw, "GB/s");
 
   // ---- load: cold and warm page cache ----
   const auto files = checkpoint_files(o.dir);
@@ -465,131 +467,131 @@ void run(const Options& o) {
   else modes = {o.fast};
   auto set_mode = [&](const std::string& mode) { lli::nn::set_bf16_kernels_enabled(mode == "on"); };
 
-  // ---- GEMV part of a decode step ----
-  if (!o.skip_gemv) {
-    const double bytes = static_cast<double>(gemv_pass_bytes(*model));
-    for (const auto& mode : modes) {
-      set_mode(mode);
-      for (std::int64_t rows : {1, 2, 4, 8, 16}) {
-        const double s = gemv_pass_seconds(*model, rows, o.repeat);
-        metric("text linears, M=" + std::to_string(rows) + ", fast-bf16 " + mode, bytes / s / 1e9, "GB/s");
-      }
-    }
-  }
-
-  // ---- vision encoder ----
-  torch::Tensor feats;
-  auto pixels = torch::randn({1, cfg.vision.num_channels, cfg.vision.image_size, cfg.vision.image_size});
-  if (!o.skip_vision) {
-    const double flops = vision_flops(cfg);
-    std::vector<double> t;
-    Faults f0;
-    for (int i = 0; i < o.repeat + 1; ++i) {
-      if (i == 1) f0 = faults_now();
-      t0 = Clock::now();
-      feats = model->image_features(pixels);
-      t.push_back(seconds_since(t0));
-    }
-    const double vision_faults = static_cast<double>(faults_now().minor - f0.minor) / o.repeat;
-    const double first = t.front();
-    t.erase(t.begin());
-    metric("vision encoder, first image", first, "s");
-    metric("vision encoder per image (median)", median(t), "s");
-    metric("vision encoder per image (min)", minimum(t), "s");
-    metric("  GFLOP/s (min time)", flops / minimum(t) / 1e9, "GFLOP/s");
-    metric("  fraction of bf16 matmul peak", flops / minimum(t) / 1e9 / peak, "");
-    metric("  page faults per image (after the first)", vision_faults, "");
-  } else {
-    feats = torch::zeros({1, cfg.tokens_per_image(), cfg.text.hidden_size}, torch::kBFloat16);
-  }
-
-  // ---- prefill ----
+  // Prompt: BOS, text, the image tokens, text (~600 tokens for LLaVA-1.5); one KV cache reused.
   auto ids = make_prompt_ids(cfg, o.text_before, o.text_after, 1234);
   const std::int64_t L = ids.size(1);
-  auto embeds = model->embed_inputs(ids, feats);
   auto cache = model->make_cache(L + o.decode_tokens + 8);
-  torch::Tensor last_logits;
-  if (!o.skip_prefill) {
-    const auto f = prefill_flops(cfg.text, static_cast<double>(L));
-    std::vector<double> t;
-    Faults f0;
-    for (int i = 0; i < o.repeat + 1; ++i) {
-      if (i == 1) f0 = faults_now();
-      cache.clear();
-      t0 = Clock::now();
-      last_logits = model->logits(embeds, &cache, /*last_only=*/true);
-      t.push_back(seconds_since(t0));
-    }
-    const double first = t.front();
-    t.erase(t.begin());
-    note("prompt: " + std::to_string(L) + " tokens (" + std::to_string(cfg.tokens_per_image()) + " image tokens)");
-    metric("prefill, first (fresh KV cache)", first, "s");
-    metric("prefill (median)", median(t), "s");
-    metric("prefill (min)", minimum(t), "s");
-    metric("  prefill tokens/s (min time)", L / minimum(t), "tok/s");
-    const double total = f.linear + f.attention + f.head;
-    metric("  GFLOP/s (all matmuls, min time)", total / minimum(t) / 1e9, "GFLOP/s");
-    metric("  fraction of bf16 matmul peak", total / minimum(t) / 1e9 / peak, "");
-    metric("  page faults per prefill (after the first)",
-           static_cast<double>(faults_now().minor - f0.minor) / o.repeat, "");
-    note("prefill FLOPs: linear " + std::to_string(f.linear / 1e9) + " G, attention " +
-         std::to_string(f.attention / 1e9) + " G, lm_head " + std::to_string(f.head / 1e9) + " G");
-  } else {
-    cache.clear();
-    last_logits = model->logits(embeds, &cache, true);
-  }
-
-  // ---- decode ----
-  const std::int64_t prefix = cache.n_past;
-  const auto& t = cfg.text;
+  const auto& tc = cfg.text;
   const double text_weight_bytes = static_cast<double>(gemv_pass_bytes(*model)) +
-                                   t.num_hidden_layers * 2.0 * t.hidden_size * 2 /* norms */ +
-                                   t.hidden_size * 2.0 /* final norm */ + t.hidden_size * 2.0 /* one embed row */;
-  // KV cache read per token at the mean position of the run (bf16 keys and values, all layers).
-  const double mean_pos = prefix + o.decode_tokens / 2.0;
-  const double kv_bytes = t.num_hidden_layers * 2.0 * t.num_key_value_heads * t.head_dim * mean_pos * 2;
+                                   tc.num_hidden_layers * 2.0 * tc.hidden_size * 2 /* norms */ +
+                                   tc.hidden_size * 2.0 /* final norm */ + tc.hidden_size * 2.0 /* one embed row */;
+  // KV cache read per token at the mean position of a decode run (bf16 keys and values).
+  const double mean_pos = static_cast<double>(L) + o.decode_tokens / 2.0;
+  const double kv_bytes = tc.num_hidden_layers * 2.0 * tc.num_key_value_heads * tc.head_dim * mean_pos * 2;
   const double bytes_per_token = text_weight_bytes + kv_bytes;
+  note("prompt: " + std::to_string(L) + " tokens (" + std::to_string(cfg.tokens_per_image()) + " image tokens)");
   metric("bytes read per decoded token (weights + KV)", bytes_per_token / 1e9, "GB");
   metric("decode bound at measured bandwidth", bw * 1e9 / bytes_per_token, "tok/s");
+  auto pixels = torch::randn({1, cfg.vision.num_channels, cfg.vision.image_size, cfg.vision.image_size});
+
   for (const auto& mode : modes) {
     set_mode(mode);
-    std::vector<double> per_run;
-    std::vector<double> all_steps;
+    const std::string tag = " [bf16 kernels " + mode + "]";
+    note("---- bf16 kernels " + mode + " ----");
+
+    // ---- GEMV part of a decode step ----
+    if (!o.skip_gemv) {
+      const double bytes = static_cast<double>(gemv_pass_bytes(*model));
+      for (std::int64_t rows : {1, 2, 4, 8, 16}) {
+        const double s = gemv_pass_seconds(*model, rows, o.repeat);
+        metric("text linears, M=" + std::to_string(rows) + tag, bytes / s / 1e9, "GB/s");
+      }
+    }
+
+    // ---- vision encoder ----
+    torch::Tensor feats;
+    if (!o.skip_vision) {
+      const double flops = vision_flops(cfg);
+      std::vector<double> t;
+      Faults f0;
+      for (int i = 0; i < o.repeat + 1; ++i) {
+        if (i == 1) f0 = faults_now();
+        t0 = Clock::now();
+        feats = model->image_features(pixels);
+        t.push_back(seconds_since(t0));
+      }
+      const double vision_faults = static_cast<double>(faults_now().minor - f0.minor) / o.repeat;
+      const double first = t.front();
+      t.erase(t.begin());
+      metric("vision encoder, first image" + tag, first, "s");
+      metric("vision encoder per image (median)" + tag, median(t), "s");
+      metric("vision encoder per image (min)" + tag, minimum(t), "s");
+      metric("  GFLOP/s (min time)", flops / minimum(t) / 1e9, "GFLOP/s");
+      metric("  fraction of bf16 matmul peak", flops / minimum(t) / 1e9 / peak, "");
+      metric("  page faults per image (after the first)", vision_faults, "");
+    } else {
+      feats = torch::zeros({1, cfg.tokens_per_image(), cfg.text.hidden_size}, torch::kBFloat16);
+    }
+
+    // ---- prefill ----
+    auto embeds = model->embed_inputs(ids, feats);
+    torch::Tensor last_logits;
+    if (!o.skip_prefill) {
+      const auto f = prefill_flops(cfg.text, static_cast<double>(L));
+      std::vector<double> t;
+      Faults f0;
+      for (int i = 0; i < o.repeat + 1; ++i) {
+        if (i == 1) f0 = faults_now();
+        cache.clear();
+        t0 = Clock::now();
+        last_logits = model->logits(embeds, &cache, /*last_only=*/true);
+        t.push_back(seconds_since(t0));
+      }
+      const double first = t.front();
+      t.erase(t.begin());
+      metric("prefill, first" + tag, first, "s");
+      metric("prefill (median)" + tag, median(t), "s");
+      metric("prefill (min)" + tag, minimum(t), "s");
+      metric("  prefill tokens/s (min time)", L / minimum(t), "tok/s");
+      const double total = f.linear + f.attention + f.head;
+      metric("  GFLOP/s (all matmuls, min time)", total / minimum(t) / 1e9, "GFLOP/s");
+      metric("  fraction of bf16 matmul peak", total / minimum(t) / 1e9 / peak, "");
+      metric("  page faults per prefill (after the first)",
+             static_cast<double>(faults_now().minor - f0.minor) / o.repeat, "");
+      note("prefill FLOPs: linear " + std::to_string(f.linear / 1e9) + " G, attention " +
+           std::to_string(f.attention / 1e9) + " G, lm_head " + std::to_string(f.head / 1e9) + " G");
+    } else {
+      cache.clear();
+      last_logits = model->logits(embeds, &cache, true);
+    }
+
+    // ---- decode ----
+    const std::int64_t prefix = cache.n_past;
+    std::vector<double> per_run, all_steps;
     std::vector<std::int64_t> first_ids;
     const Faults f0 = faults_now();
     for (int r = 0; r < o.repeat; ++r) {
       cache.truncate(prefix);
       auto run = decode(*model, cache, last_logits, o.decode_tokens);
       double sum = 0;
-      for (double s : run.step_s) sum += s;
+      for (double x : run.step_s) sum += x;
       per_run.push_back(sum / static_cast<double>(run.step_s.size()));
       all_steps.insert(all_steps.end(), run.step_s.begin(), run.step_s.end());
       if (r == 0) first_ids = run.ids;
     }
     const double tok_s = 1.0 / minimum(per_run);
-    metric("decode " + std::to_string(o.decode_tokens) + " tokens, fast-bf16 " + mode + " (best run mean)", tok_s,
-           "tok/s");
-    metric("  median run mean", 1.0 / median(per_run), "tok/s");
+    metric("decode " + std::to_string(o.decode_tokens) + " tokens (best run)" + tag, tok_s, "tok/s");
+    metric("  median run", 1.0 / median(per_run), "tok/s");
     metric("  median step", median(all_steps) * 1e3, "ms");
-    metric("  effective read rate", bytes_per_token * tok_s / 1e9, "GB/s");
+    metric("  effective read rate (best run)", bytes_per_token * tok_s / 1e9, "GB/s");
     metric("  fraction of the bandwidth bound", bytes_per_token * tok_s / (bw * 1e9), "");
     metric("  page faults per token", static_cast<double>(faults_now().minor - f0.minor) / all_steps.size(), "");
     std::string s;
     for (std::size_t i = 0; i < std::min<std::size_t>(8, first_ids.size()); ++i) s += " " + std::to_string(first_ids[i]);
     note("decode " + mode + ": first ids" + s);
-  }
-  if (o.profile) {
-    for (const auto& mode : modes) {
-      set_mode(mode);
+
+    if (o.profile) {
       cache.truncate(prefix);
-      profile_top_ops("one decode step, fast-bf16 " + mode, [&] { decode(*model, cache, last_logits, 1); });
-    }
-    if (!o.skip_prefill) {
-      cache.clear();
-      profile_top_ops("prefill", [&] { model->logits(embeds, &cache, true); });
+      profile_top_ops("one decode step" + tag, [&] { decode(*model, cache, last_logits, 1); });
+      if (!o.skip_prefill) {
+        cache.clear();
+        profile_top_ops("prefill" + tag, [&] { model->logits(embeds, &cache, true); });
+      }
     }
   }
   lli::nn::set_bf16_kernels_enabled(true);
+  const double bw_end = measure_read_bandwidth(15);
+  metric("memory read bandwidth, measured again at the end", bw_end, "GB/s");
   metric("peak RSS (ru_maxrss, includes mapped weights)", peak_rss_kib() / 1024.0 / 1024.0, "GiB");
 }
 
@@ -605,7 +607,7 @@ int main(int argc, char** argv) {
   app.add_option("--text-before", o.text_before, "text tokens before the image (after BOS)");
   app.add_option("--text-after", o.text_after, "text tokens after the image");
   app.add_flag("--cold", o.cold, "also measure a load with the checkpoint evicted from the page cache");
-  app.add_option("--fast-bf16", o.fast, "hand-written bf16 kernels (GEMV, decode attention) in the decode/GEMV measurements")
+  app.add_option("--fast-bf16", o.fast, "hand-written bf16 kernels (GEMV, attention): measure with them, without, or both ways")
       ->check(CLI::IsMember({"on", "off", "both"}));
   app.add_flag("--skip-vision", o.skip_vision, "skip the vision encoder measurement");
   app.add_flag("--skip-prefill", o.skip_prefill, "skip the prefill timing (one untimed prefill still runs)");

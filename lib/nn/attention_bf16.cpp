@@ -15,6 +15,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // GCC 12 reports its own intrinsics' _mm512_undefined_* operands as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #define LLI_HAVE_BF16_KERNEL 1
 #else
@@ -121,12 +122,160 @@ LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* 
   for (std::int64_t d = 0; d < D; ++d) out[d] = bf16_bits(round_bf16(o[d]));
 }
 
+// ---- many query rows: keys and values repacked once per head into dot-product pairs ----------
+
+// From this many query rows on, a head's keys and values are repacked so that scores and the
+// weighted sum come out 16 lanes at a time (no horizontal sums).
+constexpr std::int64_t kPackedMinQueries = 16;
+
+// e^x for x <= 0 (scores minus their maximum): Cody-Waite reduction, degree-7 polynomial,
+// relative error ~1e-7; x below -87 gives ~0.
+LLI_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// fp32 -> bf16 (round to nearest even) -> fp32, 16 lanes.
+LLI_BF16_TARGET inline __m512 round_bf16x16(__m512 v) {
+  const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Keys [Lk, D] (row stride k_l) -> [ceil(Lk/16)][P = ceil(D/2)][16 keys][2], zero-padded.
+void pack_keys(const std::uint16_t* kh, std::int64_t k_l, std::int64_t Lk, std::int64_t D, std::uint16_t* out) {
+  const std::int64_t P = (D + 1) / 2, nb = (Lk + 15) / 16;
+  for (std::int64_t jb = 0; jb < nb; ++jb)
+    for (std::int64_t l = 0; l < 16; ++l) {
+      const std::int64_t j = 16 * jb + l;
+      std::uint16_t* o = out + jb * P * 32 + 2 * l;
+      if (j >= Lk) {
+        for (std::int64_t p = 0; p < P; ++p) o[p * 32] = o[p * 32 + 1] = 0;
+        continue;
+      }
+      const std::uint16_t* kr = kh + j * k_l;
+      for (std::int64_t p = 0; p < P; ++p) {
+        o[p * 32] = kr[2 * p];
+        o[p * 32 + 1] = 2 * p + 1 < D ? kr[2 * p + 1] : 0;
+      }
+    }
+}
+
+// Values [Lk, D] (row stride v_l) -> [ceil(Lk/2)][D16 = D rounded up to 16][2 keys], zero-padded.
+void pack_values(const std::uint16_t* vh, std::int64_t v_l, std::int64_t Lk, std::int64_t D, std::uint16_t* out) {
+  const std::int64_t D16 = (D + 15) / 16 * 16, nt = (Lk + 1) / 2;
+  for (std::int64_t t = 0; t < nt; ++t) {
+    std::uint16_t* o = out + t * D16 * 2;
+    for (int e = 0; e < 2; ++e) {
+      const std::int64_t j = 2 * t + e;
+      if (j >= Lk) {
+        for (std::int64_t d = 0; d < D16; ++d) o[2 * d + e] = 0;
+        continue;
+      }
+      const std::uint16_t* vr = vh + j * v_l;
+      for (std::int64_t d = 0; d < D; ++d) o[2 * d + e] = vr[d];
+      for (std::int64_t d = D; d < D16; ++d) o[2 * d + e] = 0;
+    }
+  }
+}
+
+// One query row against packed keys/values, the first n keys visible. scores: >= ceil(n/16)*16
+// floats; probs: >= ceil(n/16)*16 + 2 bf16.
+LLI_BF16_TARGET void attend_row_packed(const std::uint16_t* qrow, const std::uint16_t* kpk, const std::uint16_t* vpk,
+                                       std::int64_t n, std::int64_t D, bool divide, float divisor, float* scores,
+                                       std::uint16_t* probs, std::uint16_t* out) {
+  const std::int64_t P = (D + 1) / 2, D16 = (D + 15) / 16 * 16, nb = (n + 15) / 16;
+  std::uint32_t qw[128];  // query pairs (D <= 256)
+  for (std::int64_t p = 0; p < P; ++p)
+    qw[p] = static_cast<std::uint32_t>(qrow[2 * p]) |
+            (2 * p + 1 < D ? static_cast<std::uint32_t>(qrow[2 * p + 1]) << 16 : 0u);
+  const __m512 vdiv = _mm512_set1_ps(divisor);
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  auto finish = [&](__m512 acc, std::int64_t blk) LLI_BF16_TARGET {
+    __m512 sc = round_bf16x16(acc);                        // matmul output in bf16
+    if (divide) sc = round_bf16x16(_mm512_div_ps(sc, vdiv));  // bf16 division
+    const std::int64_t left = n - 16 * blk;
+    if (left < 16) sc = _mm512_mask_blend_ps(static_cast<__mmask16>((1u << left) - 1), _mm512_set1_ps(-INFINITY), sc);
+    _mm512_storeu_ps(scores + 16 * blk, sc);
+    vmax = _mm512_max_ps(vmax, sc);
+  };
+  std::int64_t jb = 0;
+  for (; jb + 4 <= nb; jb += 4) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const std::uint16_t* k0 = kpk + jb * P * 32;
+    for (std::int64_t p = 0; p < P; ++p) {
+      const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(qw[p]));
+      a0 = _mm512_dpbf16_ps(a0, qb, (__m512bh)_mm512_loadu_si512(k0 + p * 32));
+      a1 = _mm512_dpbf16_ps(a1, qb, (__m512bh)_mm512_loadu_si512(k0 + (P + p) * 32));
+      a2 = _mm512_dpbf16_ps(a2, qb, (__m512bh)_mm512_loadu_si512(k0 + (2 * P + p) * 32));
+      a3 = _mm512_dpbf16_ps(a3, qb, (__m512bh)_mm512_loadu_si512(k0 + (3 * P + p) * 32));
+    }
+    finish(a0, jb);
+    finish(a1, jb + 1);
+    finish(a2, jb + 2);
+    finish(a3, jb + 3);
+  }
+  for (; jb < nb; ++jb) {
+    __m512 a0 = _mm512_setzero_ps();
+    const std::uint16_t* k0 = kpk + jb * P * 32;
+    for (std::int64_t p = 0; p < P; ++p)
+      a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_set1_epi32(static_cast<int>(qw[p])),
+                            (__m512bh)_mm512_loadu_si512(k0 + p * 32));
+    finish(a0, jb);
+  }
+  // Softmax in fp32; probabilities rounded to bf16 (masked lanes: exp(-inf) = 0).
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 vsum = _mm512_setzero_ps();
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const __m512 sc = _mm512_loadu_ps(scores + 16 * b);
+    const __mmask16 live = _mm512_cmp_ps_mask(sc, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    const __m512 e = _mm512_maskz_mov_ps(live, exp_nonpositive(_mm512_sub_ps(sc, mx)));
+    _mm512_storeu_ps(scores + 16 * b, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+  for (std::int64_t b = 0; b < nb; ++b)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs + 16 * b),
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(scores + 16 * b), inv)));
+  probs[16 * nb] = probs[16 * nb + 1] = 0;
+  // Weighted sum of values: two keys per dot-product step, fp32 accumulators.
+  const std::int64_t nc = D16 / 16, nt = (n + 1) / 2;
+  __m512 acc[16];
+  for (std::int64_t c = 0; c < nc; ++c) acc[c] = _mm512_setzero_ps();
+  for (std::int64_t t = 0; t < nt; ++t) {
+    std::uint32_t pw;
+    std::memcpy(&pw, probs + 2 * t, sizeof pw);
+    const __m512bh pb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pw));
+    const std::uint16_t* vr = vpk + t * D16 * 2;
+    for (std::int64_t c = 0; c < nc; ++c)
+      acc[c] = _mm512_dpbf16_ps(acc[c], pb, (__m512bh)_mm512_loadu_si512(vr + 32 * c));
+  }
+  for (std::int64_t c = 0; c < nc; ++c) {
+    const std::int64_t left = D - 16 * c;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    _mm256_mask_storeu_epi16(out + 16 * c, m, (__m256i)_mm512_cvtneps_pbh(acc[c]));
+  }
+}
+
 #endif  // LLI_HAVE_BF16_KERNEL
 
 }  // namespace
 
-bool attention_bf16_applicable(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const torch::Tensor& mask, const AttentionOptions& opt) {
+namespace {
+// attention_bf16's requirements on the operands (any number of query rows).
+bool supported(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
+               const AttentionOptions& opt) {
 #if LLI_HAVE_BF16_KERNEL
   if (!bf16_kernels_available() || mask.defined() || opt.rel_h.defined() || opt.rel_w.defined()) return false;
   for (const auto* t : {&q, &k, &v})
@@ -135,7 +284,7 @@ bool attention_bf16_applicable(const torch::Tensor& q, const torch::Tensor& k, c
       return false;
   const auto D = q.size(3);
   if (D < 1 || D > 256 || k.size(3) != D || v.size(3) != D) return false;
-  if (q.size(2) < 1 || q.size(2) > kAttentionBF16MaxQueries) return false;
+  if (q.size(2) < 1) return false;
   if (k.size(0) != q.size(0) || v.size(0) != q.size(0) || v.size(1) != k.size(1) || v.size(2) != k.size(2))
     return false;
   if (k.size(1) < 1 || q.size(1) % k.size(1) != 0 || k.size(2) < 1) return false;
@@ -144,11 +293,20 @@ bool attention_bf16_applicable(const torch::Tensor& q, const torch::Tensor& k, c
   return false;
 #endif
 }
+}  // namespace
+
+bool attention_bf16_applicable(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& mask, const AttentionOptions& opt) {
+  // Many query rows with an fp32 softmax (LLaMA prefill): the eager path's fp32 score passes and
+  // their fresh memory cost more than this kernel. Many rows with a bf16 softmax (CLIP): the eager
+  // path (oneDNN matmuls) is as fast, keep it.
+  return supported(q, k, v, mask, opt) && (q.size(2) <= kAttentionBF16MaxQueries || opt.softmax_fp32);
+}
 
 torch::Tensor attention_bf16(const torch::Tensor& q0, const torch::Tensor& k, const torch::Tensor& v,
                              const AttentionOptions& opt) {
 #if LLI_HAVE_BF16_KERNEL
-  if (!attention_bf16_applicable(q0, k, v, {}, opt))
+  if (!supported(q0, k, v, {}, opt))
     throw RuntimeError("attention_bf16: operands not supported (see attention_bf16_applicable)");
   const auto B = q0.size(0), H = q0.size(1), Lq = q0.size(2), D = q0.size(3);
   const auto Hkv = k.size(1), Lk = k.size(2), n_rep = H / Hkv;
@@ -162,7 +320,41 @@ torch::Tensor attention_bf16(const torch::Tensor& q0, const torch::Tensor& k, co
   const Strides ks{k.stride(0), k.stride(1), k.stride(2)}, vs{v.stride(0), v.stride(1), v.stride(2)};
   const bool divide = opt.scale_mode == AttentionScale::divide_scores;
   const float divisor = static_cast<float>(opt.scale);
-  // One task per (b, h); each runs its Lq query rows.
+  if (Lq >= kPackedMinQueries) {
+    // One task per (b, h): repack its key/value head, then run the Lq query rows. Scratch is
+    // per thread and kept (no fresh memory per call once grown).
+    const std::int64_t P = (D + 1) / 2, D16 = (D + 15) / 16 * 16, nb = (Lk + 15) / 16;
+    at::parallel_for(0, B * H, 1, [&](std::int64_t t0, std::int64_t t1) {
+      thread_local std::vector<std::uint16_t> kpk, vpk, probs;
+      thread_local std::vector<float> scores;
+      kpk.resize(static_cast<std::size_t>(nb * P * 32));
+      vpk.resize(static_cast<std::size_t>((Lk + 1) / 2 * D16 * 2));
+      probs.resize(static_cast<std::size_t>(nb * 16 + 2));
+      scores.resize(static_cast<std::size_t>(nb * 16));
+      std::int64_t packed = -1;  // (b, hk) currently packed
+      for (std::int64_t t = t0; t < t1; ++t) {
+        const auto b = t / H, h = t % H, hk = h / n_rep;
+        if (packed != b * Hkv + hk) {
+          pack_keys(kp + b * ks.b + hk * ks.h, ks.l, Lk, D, kpk.data());
+          pack_values(vp + b * vs.b + hk * vs.h, vs.l, Lk, D, vpk.data());
+          packed = b * Hkv + hk;
+        }
+        for (std::int64_t i = 0; i < Lq; ++i) {
+          const std::int64_t n = opt.causal ? std::min(Lk, i + opt.causal_offset + 1) : Lk;
+          const auto row = (t * Lq + i) * D;
+          if (n <= 0) {
+            for (std::int64_t d = 0; d < D; ++d) op[row + d] = 0x7fc0;
+            continue;
+          }
+          attend_row_packed(qp + row, kpk.data(), vpk.data(), n, D, divide, divisor, scores.data(), probs.data(),
+                            op + row);
+        }
+      }
+    });
+    return out;
+  }
+
+  // Few rows (decoding): one task per (b, h) reading the cache rows in place.
   at::parallel_for(0, B * H, 1, [&](std::int64_t t0, std::int64_t t1) {
     std::vector<float> scores(static_cast<std::size_t>(Lk));
     for (std::int64_t t = t0; t < t1; ++t) {

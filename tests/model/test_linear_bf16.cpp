@@ -118,7 +118,7 @@ TEST_CASE("linear_bf16: applicability rules and nn::Linear dispatch; fp32 path u
   CHECK(torch::equal(lin(xb), torch::linear(xb, lin->weight, lin->bias)));
 }
 
-TEST_CASE("attention_bf16: decode attention over a KV-cache view matches the eager bf16 path") {
+TEST_CASE("attention_bf16: decode and prefill attention over KV-cache views match the eager bf16 path") {
   if (!nn::bf16_kernels_available()) LLI_SKIP("this CPU has no AVX512-BF16 (or LLI_FAST_BF16=0)");
   torch::NoGradGuard ng;
   torch::manual_seed(11);
@@ -127,9 +127,14 @@ TEST_CASE("attention_bf16: decode attention over a KV-cache view matches the eag
     std::int64_t H, Hkv, Lq, Lk, D;
     bool llama, causal;
   };
+  // Decode shapes (few rows: in-place kernel) and prefill shapes (>= 16 rows: packed kernel),
+  // grouped-query heads, causal offsets, head dims with tails.
   const std::vector<Case> cases{{32, 32, 1, 617, 128, true, false}, {8, 2, 1, 40, 64, true, false},
                                 {4, 4, 3, 20, 80, true, true},      {4, 1, 2, 9, 16, true, true},
-                                {16, 16, 1, 577, 64, false, false}, {2, 2, 5, 5, 33, false, true}};
+                                {16, 16, 1, 577, 64, false, false}, {2, 2, 5, 5, 33, false, true},
+                                {8, 8, 120, 120, 128, true, true},  {8, 2, 20, 50, 64, true, true},
+                                {3, 3, 17, 17, 33, true, true},     {4, 4, 40, 77, 64, false, false},
+                                {2, 1, 16, 31, 250, true, true},    {2, 2, 64, 64, 7, false, true}};
   for (const auto& c : cases) {
     CAPTURE(c.H);
     CAPTURE(c.Hkv);
@@ -152,9 +157,11 @@ TEST_CASE("attention_bf16: decode attention over a KV-cache view matches the eag
     }
     opt.causal = c.causal;
     opt.causal_offset = c.causal ? c.Lk - c.Lq : 0;
-    REQUIRE(nn::attention_bf16_applicable(q, k, v, {}, opt));
-    auto fast = nn::attention(q, k, v, {}, opt);  // dispatches to attention_bf16
-    CHECK(torch::equal(fast, nn::attention_bf16(q, k, v, opt)));
+    auto fast = nn::attention_bf16(q, k, v, opt);
+    // nn::attention dispatches here for few rows, and for many rows with an fp32 softmax.
+    const bool dispatched = c.Lq <= nn::kAttentionBF16MaxQueries || c.llama;
+    CHECK(nn::attention_bf16_applicable(q, k, v, {}, opt) == dispatched);
+    if (dispatched) CHECK(torch::equal(fast, nn::attention(q, k, v, {}, opt)));
     nn::set_bf16_kernels_enabled(false);
     auto eager = nn::attention(q, k, v, {}, opt);
     auto exact = nn::attention(q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64), {}, opt);
