@@ -246,6 +246,22 @@ Faults faults_now() {
   return {ru.ru_minflt, ru.ru_majflt};
 }
 
+// A "Name:   123 kB" field of /proc/self/status, in KiB (0 when absent).
+long proc_status_kib(const char* field) {
+  long v = 0;
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    const std::size_t n = std::strlen(field);
+    while (std::fgets(line, sizeof line, f))
+      if (std::strncmp(line, field, n) == 0 && line[n] == ':') {
+        v = std::atol(line + n + 1);
+        break;
+      }
+    std::fclose(f);
+  }
+  return v;
+}
+
 long peak_rss_kib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -593,6 +609,8 @@ void run(const Options& o) {
   const double bw_end = measure_read_bandwidth(15);
   metric("memory read bandwidth, measured again at the end", bw_end, "GB/s");
   metric("peak RSS (ru_maxrss, includes mapped weights)", peak_rss_kib() / 1024.0 / 1024.0, "GiB");
+  metric("  RSS now: mapped files (weights)", proc_status_kib("RssFile") / 1024.0 / 1024.0, "GiB");
+  metric("  RSS now: anonymous (KV cache, activations, heap)", proc_status_kib("RssAnon") / 1024.0 / 1024.0, "GiB");
 }
 
 }  // namespace
