@@ -60,6 +60,12 @@ struct SamLayerNorm2dImpl : torch::nn::Module {
 };
 TORCH_MODULE(SamLayerNorm2d);
 
+// x @ W^T + b for activations with many rows: fp32 CPU inputs go through oneDNN as a 1x1
+// convolution over a channels-last view (no copies; libtorch 1.13 sends fp32 linear to the system
+// BLAS, which on these CPUs is 2-10x slower than oneDNN), everything else through nn::Linear.
+// x: [..., in] -> [..., out]
+torch::Tensor sam_linear(nn::LinearImpl& l, const torch::Tensor& x);
+
 // lin2(act(lin1(x))): the vision MLP and the mask decoder's transformer MLP.
 struct SamMLPBlockImpl : torch::nn::Module {
   SamMLPBlockImpl(std::int64_t hidden, std::int64_t mlp_dim, nn::Activation act);

@@ -60,14 +60,14 @@ SamAttentionImpl::SamAttentionImpl(std::int64_t hidden, std::int64_t heads, std:
 torch::Tensor SamAttentionImpl::forward(const torch::Tensor& query, const torch::Tensor& key,
                                         const torch::Tensor& value) {
   const auto N = query.size(0), Lq = query.size(1), Lk = key.size(1), d = internal_dim / n_head;
-  auto q = q_proj(query).view({N, Lq, n_head, d}).transpose(1, 2);  // [N, H, Lq, d]
-  auto k = k_proj(key).view({N, Lk, n_head, d}).transpose(1, 2);    // [N, H, Lk, d]
-  auto v = v_proj(value).view({N, Lk, n_head, d}).transpose(1, 2);
+  auto q = sam_linear(*q_proj, query).view({N, Lq, n_head, d}).transpose(1, 2);  // [N, H, Lq, d]
+  auto k = sam_linear(*k_proj, key).view({N, Lk, n_head, d}).transpose(1, 2);    // [N, H, Lk, d]
+  auto v = sam_linear(*v_proj, value).view({N, Lk, n_head, d}).transpose(1, 2);
   nn::AttentionOptions opt;
   opt.scale_mode = nn::AttentionScale::divide_scores;
   opt.scale = std::sqrt(static_cast<double>(d));
   auto out = nn::attention(q, k, v, torch::Tensor(), opt);  // [N, H, Lq, d]
-  return out_proj(out.transpose(1, 2).reshape({N, Lq, internal_dim}));
+  return sam_linear(*out_proj, out.transpose(1, 2).reshape({N, Lq, internal_dim}));
 }
 
 // ---- two-way transformer ------------------------------------------------------------------

@@ -29,9 +29,11 @@ struct AttentionOptions {
   bool causal = false;   // query i (0-based in this call) sees keys j <= i + causal_offset
   std::int64_t causal_offset = 0;  // number of cached positions before this call's queries
   // Decomposed relative-position bias (SAM / MViTv2), both undefined or both defined: with
-  // Lk = kh * kw, the scores viewed as [B, H, Lq, kh, kw] get rel_h[..., :, None] then
+  // Lk = kh * kw, the scores viewed as [B, H, Lq, kh, kw] get rel_h[..., :, None] +
   // rel_w[..., None, :] added (after scaling, before `mask`). rel_h: [B, H, Lq, kh],
-  // rel_w: [B, H, Lq, kw]. Only without grouped-query heads (H == Hkv).
+  // rel_w: [B, H, Lq, kw]. Only with multiply_query scaling and without grouped-query heads.
+  // Computed inside the q k^T product (one fp32-accumulated sum per score: in bf16 this rounds
+  // once where the reference rounds after each of its two adds).
   torch::Tensor rel_h, rel_w;
   // > 0: queries are processed in chunks of at most this many rows, bounding the scores' memory
   // to [B, H, q_chunk, Lk] (same results; mask rows, rel_h/rel_w rows and the causal offset follow

@@ -619,3 +619,18 @@ TEST_CASE("segment_sam stroke_mask_prompt draws strokes in the low-res frame") {
   p.mask_prompt = mp;
   CHECK(seg.segment(emb, p).size() == 1);
 }
+
+TEST_CASE("sam_linear: the oneDNN 1x1-convolution path equals nn::Linear for fp32 rows (and bf16 passes through)") {
+  torch::manual_seed(5);
+  lli::nn::Linear lin(48, 20);
+  lin->weight.set_data(torch::randn({20, 48}));
+  lin->bias.set_data(torch::randn({20}));
+  for (std::int64_t rows : {7, 300, 4096}) {
+    auto x = torch::randn({2, rows, 48});
+    auto a = m::sam_linear(*lin, x), b = lin->forward(x);
+    REQUIRE(a.sizes() == b.sizes());
+    CHECK(max_abs_diff(a, b) < 1e-4);
+    auto xs = torch::randn({rows, 96}).narrow(1, 10, 48);  // strided rows
+    CHECK(max_abs_diff(m::sam_linear(*lin, xs), lin->forward(xs)) < 1e-4);
+  }
+}
