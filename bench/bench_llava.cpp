@@ -6,8 +6,9 @@
 //   bench_llava CKPT_DIR [--threads N] [--repeat R] [--decode-tokens T] [--cold]
 //                        [--fast-bf16 on|off|both] [--skip-vision] [--skip-prefill]
 //
-// --fast-bf16 both (default) measures everything twice: with libtorch's own kernels ("off": the
-// code path before nn/linear_bf16.h and nn/attention_bf16.h) and with them ("on").
+// --fast-bf16 both (default) measures everything both ways, alternating run by run: with
+// libtorch's own kernels ("off": the code path before nn/linear_bf16.h and nn/attention_bf16.h)
+// and with them ("on").
 // Output: one "name: value unit" line per metric (scripts/bench_llava.sh collects them).
 // Ref: llama.cpp llama-bench (pp/tg), the methodology only.
 #include <torch/torch.h>
@@ -500,114 +501,152 @@ void run(const Options& o) {
   metric("decode bound at measured bandwidth", bw * 1e9 / bytes_per_token, "tok/s");
   auto pixels = torch::randn({1, cfg.vision.num_channels, cfg.vision.image_size, cfg.vision.image_size});
 
-  for (const auto& mode : modes) {
-    set_mode(mode);
-    const std::string tag = " [bf16 kernels " + mode + "]";
-    note("---- bf16 kernels " + mode + " ----");
+  // Every measurement alternates the modes repetition by repetition (off, on, off, on, ...), so
+  // both see the same machine load on average; each mode reports its first, median and best time.
+  const std::size_t nm = modes.size();
+  auto tag = [&](std::size_t m) { return " [bf16 kernels " + modes[m] + "]"; };
 
-    // ---- GEMV part of a decode step ----
-    if (!o.skip_gemv) {
-      const double bytes = static_cast<double>(gemv_pass_bytes(*model));
-      for (std::int64_t rows : {1, 2, 4, 8, 16}) {
-        const double s = gemv_pass_seconds(*model, rows, o.repeat);
-        metric("text linears, M=" + std::to_string(rows) + tag, bytes / s / 1e9, "GB/s");
-      }
-    }
-
-    // ---- vision encoder ----
-    torch::Tensor feats;
-    if (!o.skip_vision) {
-      const double flops = vision_flops(cfg);
-      std::vector<double> t;
-      Faults f0;
-      for (int i = 0; i < o.repeat + 1; ++i) {
-        if (i == 1) f0 = faults_now();
-        t0 = Clock::now();
-        feats = model->image_features(pixels);
-        t.push_back(seconds_since(t0));
-      }
-      const double vision_faults = static_cast<double>(faults_now().minor - f0.minor) / o.repeat;
-      const double first = t.front();
-      t.erase(t.begin());
-      metric("vision encoder, first image" + tag, first, "s");
-      metric("vision encoder per image (median)" + tag, median(t), "s");
-      metric("vision encoder per image (min)" + tag, minimum(t), "s");
-      metric("  GFLOP/s (min time)", flops / minimum(t) / 1e9, "GFLOP/s");
-      metric("  fraction of bf16 matmul peak", flops / minimum(t) / 1e9 / peak, "");
-      metric("  page faults per image (after the first)", vision_faults, "");
-    } else {
-      feats = torch::zeros({1, cfg.tokens_per_image(), cfg.text.hidden_size}, torch::kBFloat16);
-    }
-
-    // ---- prefill ----
-    auto embeds = model->embed_inputs(ids, feats);
-    torch::Tensor last_logits;
-    if (!o.skip_prefill) {
-      const auto f = prefill_flops(cfg.text, static_cast<double>(L));
-      std::vector<double> t;
-      Faults f0;
-      for (int i = 0; i < o.repeat + 1; ++i) {
-        if (i == 1) f0 = faults_now();
-        cache.clear();
-        t0 = Clock::now();
-        last_logits = model->logits(embeds, &cache, /*last_only=*/true);
-        t.push_back(seconds_since(t0));
-      }
-      const double first = t.front();
-      t.erase(t.begin());
-      metric("prefill, first" + tag, first, "s");
-      metric("prefill (median)" + tag, median(t), "s");
-      metric("prefill (min)" + tag, minimum(t), "s");
-      metric("  prefill tokens/s (min time)", L / minimum(t), "tok/s");
-      const double total = f.linear + f.attention + f.head;
-      metric("  GFLOP/s (all matmuls, min time)", total / minimum(t) / 1e9, "GFLOP/s");
-      metric("  fraction of bf16 matmul peak", total / minimum(t) / 1e9 / peak, "");
-      metric("  page faults per prefill (after the first)",
-             static_cast<double>(faults_now().minor - f0.minor) / o.repeat, "");
-      note("prefill FLOPs: linear " + std::to_string(f.linear / 1e9) + " G, attention " +
-           std::to_string(f.attention / 1e9) + " G, lm_head " + std::to_string(f.head / 1e9) + " G");
-    } else {
-      cache.clear();
-      last_logits = model->logits(embeds, &cache, true);
-    }
-
-    // ---- decode ----
-    const std::int64_t prefix = cache.n_past;
-    std::vector<double> per_run, all_steps;
-    std::vector<std::int64_t> first_ids;
-    const Faults f0 = faults_now();
-    for (int r = 0; r < o.repeat; ++r) {
-      cache.truncate(prefix);
-      auto run = decode(*model, cache, last_logits, o.decode_tokens);
-      double sum = 0;
-      for (double x : run.step_s) sum += x;
-      per_run.push_back(sum / static_cast<double>(run.step_s.size()));
-      all_steps.insert(all_steps.end(), run.step_s.begin(), run.step_s.end());
-      if (r == 0) first_ids = run.ids;
-    }
-    const double tok_s = 1.0 / minimum(per_run);
-    metric("decode " + std::to_string(o.decode_tokens) + " tokens (best run)" + tag, tok_s, "tok/s");
-    metric("  median run", 1.0 / median(per_run), "tok/s");
-    metric("  median step", median(all_steps) * 1e3, "ms");
-    metric("  effective read rate (best run)", bytes_per_token * tok_s / 1e9, "GB/s");
-    metric("  fraction of the bandwidth bound", bytes_per_token * tok_s / (bw * 1e9), "");
-    metric("  page faults per token", static_cast<double>(faults_now().minor - f0.minor) / all_steps.size(), "");
-    std::string s;
-    for (std::size_t i = 0; i < std::min<std::size_t>(8, first_ids.size()); ++i) s += " " + std::to_string(first_ids[i]);
-    note("decode " + mode + ": first ids" + s);
-
-    if (o.profile) {
-      cache.truncate(prefix);
-      profile_top_ops("one decode step" + tag, [&] { decode(*model, cache, last_logits, 1); });
-      if (!o.skip_prefill) {
-        cache.clear();
-        profile_top_ops("prefill" + tag, [&] { model->logits(embeds, &cache, true); });
-      }
+  // ---- GEMV part of a decode step ----
+  if (!o.skip_gemv) {
+    const double bytes = static_cast<double>(gemv_pass_bytes(*model));
+    for (std::int64_t rows : {1, 2, 4, 8, 16}) {
+      std::vector<std::vector<double>> t(nm);
+      for (int r = 0; r < o.repeat; ++r)
+        for (std::size_t m = 0; m < nm; ++m) {
+          set_mode(modes[m]);
+          t[m].push_back(gemv_pass_seconds(*model, rows, 1));
+        }
+      for (std::size_t m = 0; m < nm; ++m)
+        metric("text linears, M=" + std::to_string(rows) + tag(m), bytes / minimum(t[m]) / 1e9, "GB/s");
     }
   }
+
+  // ---- vision encoder ----
+  torch::Tensor feats;
+  if (!o.skip_vision) {
+    const double flops = vision_flops(cfg);
+    std::vector<std::vector<double>> t(nm);
+    std::vector<double> first(nm);
+    std::vector<long> faults(nm, 0);
+    for (int r = 0; r < o.repeat + 1; ++r)
+      for (std::size_t m = 0; m < nm; ++m) {
+        set_mode(modes[m]);
+        const auto f0 = faults_now();
+        t0 = Clock::now();
+        feats = model->image_features(pixels);
+        const double s = seconds_since(t0);
+        if (r == 0) {
+          first[m] = s;
+        } else {
+          t[m].push_back(s);
+          faults[m] += faults_now().minor - f0.minor;
+        }
+      }
+    for (std::size_t m = 0; m < nm; ++m) {
+      metric("vision encoder, first image" + tag(m), first[m], "s");
+      metric("vision encoder per image (median)" + tag(m), median(t[m]), "s");
+      metric("vision encoder per image (min)" + tag(m), minimum(t[m]), "s");
+      metric("  GFLOP/s (min time)", flops / minimum(t[m]) / 1e9, "GFLOP/s");
+      metric("  fraction of bf16 matmul peak", flops / minimum(t[m]) / 1e9 / peak, "");
+      metric("  page faults per image (after the first)", static_cast<double>(faults[m]) / o.repeat, "");
+    }
+  } else {
+    feats = torch::zeros({1, cfg.tokens_per_image(), cfg.text.hidden_size}, torch::kBFloat16);
+  }
+
+  // ---- prefill ----
+  auto embeds = model->embed_inputs(ids, feats);
+  torch::Tensor last_logits;
+  {
+    const auto f = prefill_flops(cfg.text, static_cast<double>(L));
+    std::vector<std::vector<double>> t(nm);
+    std::vector<double> first(nm);
+    std::vector<long> faults(nm, 0);
+    const int runs = o.skip_prefill ? 1 : o.repeat + 1;
+    for (int r = 0; r < runs; ++r)
+      for (std::size_t m = 0; m < nm; ++m) {
+        set_mode(modes[m]);
+        cache.clear();
+        const auto f0 = faults_now();
+        t0 = Clock::now();
+        last_logits = model->logits(embeds, &cache, /*last_only=*/true);
+        const double s = seconds_since(t0);
+        if (r == 0) {
+          first[m] = s;
+        } else {
+          t[m].push_back(s);
+          faults[m] += faults_now().minor - f0.minor;
+        }
+      }
+    if (!o.skip_prefill) {
+      const double total = f.linear + f.attention + f.head;
+      for (std::size_t m = 0; m < nm; ++m) {
+        metric("prefill, first" + tag(m), first[m], "s");
+        metric("prefill (median)" + tag(m), median(t[m]), "s");
+        metric("prefill (min)" + tag(m), minimum(t[m]), "s");
+        metric("  prefill tokens/s (min time)", L / minimum(t[m]), "tok/s");
+        metric("  GFLOP/s (all matmuls, min time)", total / minimum(t[m]) / 1e9, "GFLOP/s");
+        metric("  fraction of bf16 matmul peak", total / minimum(t[m]) / 1e9 / peak, "");
+        metric("  page faults per prefill (after the first)", static_cast<double>(faults[m]) / o.repeat, "");
+      }
+      note("prefill FLOPs: linear " + std::to_string(f.linear / 1e9) + " G, attention " +
+           std::to_string(f.attention / 1e9) + " G, lm_head " + std::to_string(f.head / 1e9) + " G");
+    }
+  }
+
+  // ---- decode: every run starts from the same prefilled cache ----
+  const std::int64_t prefix = cache.n_past;
+  std::vector<double> decode_best(modes.size(), 0.0);
+  {
+    std::vector<std::vector<double>> per_run(nm), steps(nm);
+    std::vector<long> faults(nm, 0);
+    std::vector<std::vector<std::int64_t>> first_ids(nm);
+    for (int r = 0; r < o.repeat; ++r)
+      for (std::size_t m = 0; m < nm; ++m) {
+        set_mode(modes[m]);
+        cache.truncate(prefix);
+        const auto f0 = faults_now();
+        auto run = decode(*model, cache, last_logits, o.decode_tokens);
+        faults[m] += faults_now().minor - f0.minor;
+        double sum = 0;
+        for (double x : run.step_s) sum += x;
+        per_run[m].push_back(sum / static_cast<double>(run.step_s.size()));
+        steps[m].insert(steps[m].end(), run.step_s.begin(), run.step_s.end());
+        if (r == 0) first_ids[m] = run.ids;
+      }
+    for (std::size_t m = 0; m < nm; ++m) {
+      const double tok_s = 1.0 / minimum(per_run[m]);
+      decode_best[m] = tok_s;
+      metric("decode " + std::to_string(o.decode_tokens) + " tokens (best run)" + tag(m), tok_s, "tok/s");
+      metric("  median run", 1.0 / median(per_run[m]), "tok/s");
+      metric("  median step", median(steps[m]) * 1e3, "ms");
+      metric("  effective read rate (best run)", bytes_per_token * tok_s / 1e9, "GB/s");
+      metric("  fraction of the bandwidth bound", bytes_per_token * tok_s / (bw * 1e9), "");
+      metric("  page faults per token", static_cast<double>(faults[m]) / steps[m].size(), "");
+      std::string s;
+      for (std::size_t i = 0; i < std::min<std::size_t>(8, first_ids[m].size()); ++i)
+        s += " " + std::to_string(first_ids[m][i]);
+      note("decode " + modes[m] + ": first ids" + s);
+    }
+  }
+
+  if (o.profile)
+    for (std::size_t m = 0; m < nm; ++m) {
+      set_mode(modes[m]);
+      cache.truncate(prefix);
+      profile_top_ops("one decode step" + tag(m), [&] { decode(*model, cache, last_logits, 1); });
+      if (!o.skip_prefill) {
+        cache.clear();
+        profile_top_ops("prefill" + tag(m), [&] { model->logits(embeds, &cache, true); });
+      }
+    }
   lli::nn::set_bf16_kernels_enabled(true);
   const double bw_end = measure_read_bandwidth(15);
   metric("memory read bandwidth, measured again at the end", bw_end, "GB/s");
+  const double bw_best = std::max(bw, bw_end);
+  for (std::size_t m = 0; m < modes.size(); ++m)
+    metric("decode vs the best bandwidth measured (" + std::to_string(bw_best).substr(0, 5) + " GB/s)" + tag(m),
+           bytes_per_token * decode_best[m] / (bw_best * 1e9), "");
   metric("peak RSS (ru_maxrss, includes mapped weights)", peak_rss_kib() / 1024.0 / 1024.0, "GiB");
   metric("  RSS now: mapped files (weights)", proc_status_kib("RssFile") / 1024.0 / 1024.0, "GiB");
   metric("  RSS now: anonymous (KV cache, activations, heap)", proc_status_kib("RssAnon") / 1024.0 / 1024.0, "GiB");
