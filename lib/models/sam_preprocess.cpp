@@ -170,4 +170,40 @@ torch::Tensor sam_post_process_masks(const torch::Tensor& masks, const SamImageI
   return at::upsample_bilinear2d(up, {sizes.original_h, sizes.original_w}, /*align_corners=*/false);
 }
 
+SamMaskStats sam_mask_stats(const torch::Tensor& logits, double threshold, double offset, std::uint8_t* binary) {
+  if (logits.dim() != 2) throw RuntimeError("sam_mask_stats: logits must be [H, W], got " + c10::str(logits.sizes()));
+  auto l = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+  const auto H = l.size(0), W = l.size(1);
+  const float* p = l.data_ptr<float>();
+  const float t = static_cast<float>(threshold), hi = static_cast<float>(threshold + offset),
+              lo = static_cast<float>(threshold - offset);
+  SamMaskStats st;
+  for (std::int64_t y = 0; y < H; ++y) {
+    const float* row = p + y * W;
+    std::int64_t n = 0, nh = 0, nl = 0, first = -1, last = -1;
+    for (std::int64_t x = 0; x < W; ++x) {
+      const float v = row[x];
+      const bool in = v > t;
+      n += in;
+      nh += v > hi;
+      nl += v > lo;
+      if (binary) binary[y * W + x] = in ? 255 : 0;
+      if (in) {
+        if (first < 0) first = x;
+        last = x;
+      }
+    }
+    st.area += n;
+    st.above_hi += nh;
+    st.above_lo += nl;
+    if (n > 0) {
+      if (st.y0 < 0) st.y0 = static_cast<int>(y);
+      st.y1 = static_cast<int>(y);
+      if (st.x0 < 0 || first < st.x0) st.x0 = static_cast<int>(first);
+      if (last > st.x1) st.x1 = static_cast<int>(last);
+    }
+  }
+  return st;
+}
+
 }  // namespace lli::models

@@ -71,4 +71,16 @@ torch::Tensor sam_scale_boxes(const torch::Tensor& boxes, const SamCoordScale& s
 // masks: [N, m, h, w] low-res logits -> [N, m, original_h, original_w] fp32 logits.
 torch::Tensor sam_post_process_masks(const torch::Tensor& masks, const SamImageInputs& sizes, int pad_h, int pad_w);
 
+// One pass over original-size logits: binary mask, area, tight box and the counts behind the
+// stability score (reference: (logits > t + offset).sum() / (logits > t - offset).sum()).
+struct SamMaskStats {
+  std::int64_t area = 0;       // logit > threshold
+  std::int64_t above_hi = 0;   // logit > threshold + offset
+  std::int64_t above_lo = 0;   // logit > threshold - offset
+  int x0 = -1, y0 = -1, x1 = -1, y1 = -1;  // inclusive pixel box of the mask (-1 when empty)
+  double stability() const { return above_lo > 0 ? static_cast<double>(above_hi) / static_cast<double>(above_lo) : 0.0; }
+};
+// logits: [H, W] fp32 CPU (any strides). binary: H * W bytes written 255 / 0 row-major, or null.
+SamMaskStats sam_mask_stats(const torch::Tensor& logits, double threshold, double offset, std::uint8_t* binary);
+
 }  // namespace lli::models

@@ -78,6 +78,20 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   torch::Tensor qs = q;
   if (opt.scale_mode == AttentionScale::multiply_query && opt.scale != 1.0) qs = q * opt.scale;
 
+  if (Lk <= 16 && Lq >= 64 && n_rep == 1 && !mask.defined() && !opt.causal) {
+    // Few keys, many queries (SAM's image-to-token attention): a softmax over a short last axis
+    // pays per-row overhead on CPU. Scores transposed [.., Lk, Lq], normalised along dim -2 (the
+    // kernel then vectorises over the long contiguous query axis); same math.
+    auto st = torch::matmul(k, qs.transpose(-2, -1));  // [B, H, Lk, Lq]
+    if (opt.scale_mode == AttentionScale::divide_scores) st = st / opt.scale;
+    torch::Tensor pt;
+    if (opt.softmax_fp32 && st.scalar_type() != torch::kFloat32 && st.scalar_type() != torch::kFloat64)
+      pt = torch::softmax(st, -2, torch::kFloat32).to(q.scalar_type());
+    else
+      pt = torch::softmax(st, -2);
+    return torch::matmul(pt.transpose(-2, -1), v);  // [B, H, Lq, Dv]
+  }
+
   // Additive mask [.., Lq, Lk] in the scores' dtype (causal part and/or the caller's mask).
   torch::Tensor add;
   if (opt.causal) add = causal_mask(Lq, Lk, opt.causal_offset, q.scalar_type(), q.device());

@@ -53,13 +53,6 @@ std::string tensor_bytes(const torch::Tensor& t) {
   throw InputError(source + ": not a usable SAM embedding: " + why);
 }
 
-cv::Mat bool_to_mat(const torch::Tensor& b) {  // [H, W] bool -> CV_8UC1 0/255
-  auto u = b.to(torch::kUInt8).mul_(255).contiguous();
-  cv::Mat m(static_cast<int>(u.size(0)), static_cast<int>(u.size(1)), CV_8UC1);
-  std::memcpy(m.data, u.data_ptr(), static_cast<std::size_t>(u.numel()));
-  return m;
-}
-
 cv::Mat float_to_mat(const torch::Tensor& t) {  // [h, w] -> CV_32FC1
   auto c = t.to(torch::kCPU, torch::kFloat32).contiguous();
   cv::Mat m(static_cast<int>(c.size(0)), static_cast<int>(c.size(1)), CV_32FC1);
@@ -67,32 +60,18 @@ cv::Mat float_to_mat(const torch::Tensor& t) {  // [h, w] -> CV_32FC1
   return m;
 }
 
-// Box of a binary mask as the reference's _batched_mask_to_box: (min x, min y, max x, max y)
-// inclusive pixel indices; all zero when empty.
-cv::Vec4d mask_box(const torch::Tensor& b) {  // [H, W] bool
-  auto cols = torch::nonzero(b.any(0)).flatten();
-  auto rows = torch::nonzero(b.any(1)).flatten();
-  if (cols.numel() == 0) return {0, 0, 0, 0};
-  return {static_cast<double>(cols[0].item<std::int64_t>()), static_cast<double>(rows[0].item<std::int64_t>()),
-          static_cast<double>(cols[-1].item<std::int64_t>()), static_cast<double>(rows[-1].item<std::int64_t>())};
-}
-
-// The per-mask fields computed from original-size logits [H, W].
-SamMask make_mask(const torch::Tensor& logits, const torch::Tensor& low_res, float score, double offset) {
+// The per-mask fields from original-size logits [H, W] (one pass, see models::sam_mask_stats).
+SamMask make_mask(const torch::Tensor& logits, const torch::Tensor& low_res, float score, double offset,
+                  m::SamMaskStats* stats_out = nullptr) {
   SamMask r;
-  auto bin = logits > 0;
-  r.mask = bool_to_mat(bin);
+  r.mask = cv::Mat(static_cast<int>(logits.size(0)), static_cast<int>(logits.size(1)), CV_8UC1);
+  const auto st = m::sam_mask_stats(logits, 0.0, offset, r.mask.data);
   r.score = score;
-  const auto inter = (logits > offset).sum().item<std::int64_t>();
-  const auto uni = (logits > -offset).sum().item<std::int64_t>();
-  r.stability = uni > 0 ? static_cast<float>(static_cast<double>(inter) / static_cast<double>(uni)) : 0.f;
+  r.stability = static_cast<float>(st.stability());
   r.low_res_logits = float_to_mat(low_res);
-  r.area = static_cast<int>(bin.sum().item<std::int64_t>());
-  if (r.area > 0) {
-    auto bx = mask_box(bin);
-    r.bbox = cv::Rect(static_cast<int>(bx[0]), static_cast<int>(bx[1]), static_cast<int>(bx[2] - bx[0]) + 1,
-                      static_cast<int>(bx[3] - bx[1]) + 1);
-  }
+  r.area = static_cast<int>(st.area);
+  if (st.area > 0) r.bbox = cv::Rect(st.x0, st.y0, st.x1 - st.x0 + 1, st.y1 - st.y0 + 1);
+  if (stats_out) *stats_out = st;
   return r;
 }
 
@@ -560,15 +539,13 @@ std::vector<SamMask> SamSegmenter::everything(const SamEmbedding& e, const SamEv
       for (std::int64_t j = 0; j < idx.size(0); ++j) {
         const auto flat = idx[j].item<std::int64_t>();
         const auto p = flat / M, k = flat % M;
-        auto lg = logits[j];
-        const auto inter = (lg > o.stability_score_offset).sum().item<std::int64_t>();
-        const auto uni = (lg > -o.stability_score_offset).sum().item<std::int64_t>();
-        const double stab = uni > 0 ? static_cast<double>(inter) / static_cast<double>(uni) : 0.0;
-        if (!(stab > o.stability_score_thresh)) continue;
-        auto r = make_mask(lg, low[j], iou[p][k].item<float>(), o.stability_score_offset);
+        m::SamMaskStats st;
+        auto r = make_mask(logits[j], low[j], iou[p][k].item<float>(), o.stability_score_offset, &st);
+        if (!(st.stability() > o.stability_score_thresh)) continue;
         r.prompt_index = static_cast<int>(s + p);
         r.mask_token = static_cast<int>(k) + 1;
-        boxes.push_back(mask_box(lg > 0));
+        // Box as the reference's _batched_mask_to_box (inclusive max indices; zeros when empty).
+        boxes.push_back(st.area > 0 ? cv::Vec4d(st.x0, st.y0, st.x1, st.y1) : cv::Vec4d(0, 0, 0, 0));
         scores.push_back(r.score);
         kept.push_back(std::move(r));
       }

@@ -337,6 +337,35 @@ TEST_CASE("attention: query chunking and the decomposed relative-position bias e
   c.q_chunk = 6;
   auto b = lli::nn::attention(q, kk, vv, mask, c);
   CHECK(max_abs_diff(a, b) < 1e-6);
+  // Few keys, many queries (transposed softmax path), with a broadcast query batch.
+  auto q1 = torch::randn({1, H, 100, D}), k7 = torch::randn({B, H, 7, D}), v7 = torch::randn({B, H, 7, 5});
+  lli::nn::AttentionOptions d;
+  d.scale_mode = lli::nn::AttentionScale::divide_scores;
+  d.scale = 2.0;
+  auto got = lli::nn::attention(q1, k7, v7, torch::Tensor(), d);
+  auto want = torch::matmul(torch::softmax(torch::matmul(q1, k7.transpose(-2, -1)) / 2.0, -1), v7);
+  REQUIRE(got.sizes() == want.sizes());
+  CHECK(max_abs_diff(got, want) < 1e-5);
+}
+
+TEST_CASE("sam_mask_stats: binary mask, area, box and stability counts in one pass") {
+  auto l = torch::tensor({-2.0f, -0.5f, 0.0f, 0.5f, 1.5f, -1.0f, 2.0f, 0.25f, -3.0f}).view({3, 3});
+  std::vector<std::uint8_t> bin(9);
+  auto st = m::sam_mask_stats(l.t(), 0.0, 1.0, bin.data());  // strided input
+  // l.t() = [[-2, 0.5, 2], [-0.5, 1.5, 0.25], [0, -1, -3]]
+  CHECK(st.area == 4);
+  CHECK(st.above_hi == 2);
+  CHECK(st.above_lo == 6);  // > -1: 0.5 2 -0.5 1.5 0.25 0
+  CHECK(st.stability() == doctest::Approx(2.0 / 6.0));
+  CHECK(st.x0 == 1);
+  CHECK(st.x1 == 2);
+  CHECK(st.y0 == 0);
+  CHECK(st.y1 == 1);
+  CHECK(bin == std::vector<std::uint8_t>{0, 255, 255, 0, 255, 255, 0, 0, 0});
+  auto empty = m::sam_mask_stats(torch::full({2, 2}, -5.0f), 0.0, 1.0, nullptr);
+  CHECK(empty.area == 0);
+  CHECK(empty.x0 == -1);
+  CHECK(empty.stability() == 0);
 }
 
 // ---- pipeline (lib/pipelines/segment_sam.h) ------------------------------------------------
