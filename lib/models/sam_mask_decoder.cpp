@@ -159,6 +159,30 @@ torch::Tensor SamFeedForwardImpl::forward(const torch::Tensor& x) {
 
 // ---- decoder ------------------------------------------------------------------------------
 
+namespace {
+
+// ConvTranspose2d with kernel = stride = 2 (no overlap): a per-pixel [Cin] -> [Cout * 2 * 2]
+// product, then a pixel shuffle. fp32 CPU runs the product through oneDNN as a 1x1 convolution
+// (libtorch 1.13's fp32 transposed convolution is ~5x slower here); other cases use the layer.
+// x: [N, Cin, h, w] -> [N, Cout, 2h, 2w]
+torch::Tensor upscale_2x2(nn::ConvTranspose2dImpl& ct, const torch::Tensor& x) {
+  const auto& o = ct.opt;
+  if (o.kernel != 2 || o.stride != 2 || o.padding != 0 || o.groups != 1 || o.dilation != 1 ||
+      x.scalar_type() != torch::kFloat32 || ct.weight.scalar_type() != torch::kFloat32 || !x.device().is_cpu() ||
+      !at::hasMKLDNN())
+    return ct.forward(x);
+  const auto N = x.size(0), Cin = x.size(1), h = x.size(2), w = x.size(3), Cout = ct.weight.size(1);
+  // weight [Cin, Cout, 2, 2] -> [Cout * 4, Cin, 1, 1] ordered (co, ky, kx)
+  auto wk = ct.weight.permute({1, 2, 3, 0}).reshape({Cout * 4, Cin, 1, 1});
+  auto y = torch::conv2d(x, wk);                                    // [N, Cout*4, h, w]
+  y = y.view({N, Cout, 2, 2, h, w}).permute({0, 1, 4, 2, 5, 3});   // [N, Cout, h, 2, w, 2]
+  y = y.reshape({N, Cout, 2 * h, 2 * w});
+  if (ct.bias.defined()) y = y + ct.bias.view({1, Cout, 1, 1});
+  return y;
+}
+
+}  // namespace
+
 SamMaskDecoderImpl::SamMaskDecoderImpl(const SamMaskDecoderConfig& c) : cfg(c) {
   const auto C = c.hidden_size, M = c.num_mask_tokens();
   iou_token = register_module("iou_token", nn::Embedding(1, C));
@@ -236,8 +260,8 @@ SamMaskDecoderOutput SamMaskDecoderImpl::forward(const torch::Tensor& image_embe
 
   // Upscale the image side: [N, C, h, w] -> [N, C/8, 4h, 4w]
   auto img = keys.transpose(1, 2).reshape({N, C, h, wd});
-  auto up = torch::gelu(upscale_layer_norm(upscale_conv1(img)));
-  up = torch::gelu(upscale_conv2(up));
+  auto up = torch::gelu(upscale_layer_norm(upscale_2x2(*upscale_conv1, img)));
+  up = torch::gelu(upscale_2x2(*upscale_conv2, up));
   nn::tap_if(tap, "decoder.upscaled", -1, up);
   const auto Cu = up.size(1), H4 = up.size(2), W4 = up.size(3);
 
