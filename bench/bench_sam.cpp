@@ -5,7 +5,7 @@
 //                                               preprocessor_config.json); for benchmarks only
 //   bench_sam matmul|micro [--threads N]       matmul throughput / attention and elementwise pieces
 //   bench_sam run DIR [--dtype f32|bf16] [--threads N] [--repeat R] [--decoder-repeat R]
-//                     [--image PHOTO] [--everything-size 512] [--points-per-side 32]
+//                     [--image PHOTO] [--everything-size 512] [--points-per-side 32] [--points-per-batch 4]
 //                     [--skip-encoder] [--skip-everything]
 //
 // `run` measures: model load; the image encoder at the model's input size (a 1024x1024 image:
@@ -207,6 +207,7 @@ struct RunOptions {
   std::string image;
   int everything_size = 512;
   int points_per_side = 32;
+  int points_per_batch = 4;
   bool skip_encoder = false;
   bool skip_everything = false;
   int profile_depth = -1;
@@ -322,6 +323,7 @@ int run(const fs::path& dir, const RunOptions& o) {
     const double enc_ms = ms_since(t);
     pl::SamEverythingOptions eo;
     eo.points_per_side = o.points_per_side;
+    eo.points_per_batch = o.points_per_batch;
     t = Clock::now();
     auto masks = seg.everything(e2, eo);
     const double ev_ms = ms_since(t);
@@ -545,6 +547,7 @@ int main(int argc, char** argv) {
   rn->add_option("--image", o.image);
   rn->add_option("--everything-size", o.everything_size);
   rn->add_option("--points-per-side", o.points_per_side);
+  rn->add_option("--points-per-batch", o.points_per_batch);
   rn->add_flag("--skip-encoder", o.skip_encoder);
   rn->add_flag("--skip-everything", o.skip_everything);
   rn->add_flag("--flush-denormal", o.flush_denormal);

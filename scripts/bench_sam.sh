@@ -11,9 +11,11 @@
 #   scripts/bench_sam.sh [CHECKPOINT_DIR] [-- extra `bench_sam run` flags]
 #
 # Environment: LLI_BUILD_DIR (default build), LLI_BENCH_DATA (default /work/bench-data),
-# LLI_BENCH_OUT (logs; default $LLI_BENCH_DATA/results/sam-<date>), LLI_BENCH_REPEAT (3),
+# LLI_BENCH_OUT (logs; default $LLI_BENCH_DATA/results/sam-<date>), LLI_BENCH_REPEAT (2),
 # LLI_BENCH_THREADS (2), LLI_BENCH_PHOTO (default ../shared/images/fruits.jpg, else synthetic),
 # LLI_BENCH_SKIP_EVERYTHING=1 to skip the (minutes-long) automatic mask generation run.
+# OMP_WAIT_POLICY is passed through: on cores shared with other work, libgomp's spinning threads
+# make 2-thread runs 2-4x slower; OMP_WAIT_POLICY=PASSIVE avoids that (set it for such machines).
 # OPENBLAS_CORETYPE is passed through: Debian's OpenBLAS 0.3.21 detects these VMs' CPU as
 # "Prescott" (SSE3 kernels, ~20 GFLOP/s fp32); OPENBLAS_CORETYPE=SkylakeX gives ~90-180. The SAM
 # decoder's big projections go through oneDNN and do not depend on it; its small ones and the f32
@@ -26,7 +28,7 @@ CKPT=${1:-$DATA/sam-vit-base-random}
 [[ $# -gt 0 ]] && shift
 [[ ${1:-} == "--" ]] && shift
 OUT=${LLI_BENCH_OUT:-$DATA/results/sam-$(date +%Y%m%d-%H%M%S)}
-REPEAT=${LLI_BENCH_REPEAT:-3}
+REPEAT=${LLI_BENCH_REPEAT:-2}
 THREADS=${LLI_BENCH_THREADS:-2}
 PHOTO=${LLI_BENCH_PHOTO:-../shared/images/fruits.jpg}
 
@@ -53,7 +55,7 @@ busy() {
 {
   echo "== $(date -Is) $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(busy) before the runs"
   grep -m1 "model name" /proc/cpuinfo
-  echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-} (unset: OpenBLAS's own detection)"
+  echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-} (unset: OpenBLAS's own detection), OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-}"
   "$BENCH" matmul --threads "$THREADS" 2>&1 | grep -E "^matmul_"
 } | tee "$OUT/machine.txt"
 

@@ -75,8 +75,9 @@ SamMask make_mask(const torch::Tensor& logits, const torch::Tensor& low_res, flo
   return r;
 }
 
-// Prompts per decoder call in segment() (each costs ~30 MB of activations at 1024).
-constexpr std::int64_t kPromptBatch = 16;
+// Prompts per decoder call in segment(): small batches keep each activation under glibc's 32 MiB
+// mmap threshold (4 measured ~2x faster per prompt than 16 on 2 cores).
+constexpr std::int64_t kPromptBatch = 4;
 
 // Masks upscaled to the original size at once: about 64 MiB of fp32 logits per chunk.
 std::size_t masks_per_chunk(const m::SamImageInputs& s) {

@@ -107,7 +107,8 @@ class SamEmbedding {
 
 struct SamEverythingOptions {
   int points_per_side = 32;
-  int points_per_batch = 16;  // prompts per decoder call (~30 MB of activations each at 1024)
+  int points_per_batch = 4;  // prompts per decoder call: 4 measured ~2x faster per prompt than 16
+                             // on 2 CPU cores (tensors stay under glibc's 32 MiB mmap threshold)
   double pred_iou_thresh = 0.88;
   double stability_score_thresh = 0.95;
   double stability_score_offset = 1.0;
@@ -140,7 +141,7 @@ class SamSegmenter {
   SamEmbedding embedding_from_bytes(std::string_view bytes, const std::string& source) const;
 
   // InputError when the prompt is empty or invalid (non-finite coordinates, box with x1 < x0,
-  // mask prompt of the wrong size/type). Boxes are decoded 16 at a time. Masks are returned by
+  // mask prompt of the wrong size/type). Boxes are decoded 4 at a time. Masks are returned by
   // prompt (box) order, then mask token. Not thread-safe (one call at a time per segmenter).
   std::vector<SamMask> segment(const SamEmbedding& e, const SamPrompt& prompt) const;
 

@@ -258,6 +258,22 @@ TEST_CASE("SamConfig: transformers defaults for absent keys, derived sizes, cros
   CHECK(c2.vision.is_global(3));
   CHECK(!c2.vision.is_global(2));
 
+  // SlimSAM-77 (nielsr/slimsam-77-uniform config.json): only the vision width and MLP change.
+  auto slim = m::parse_sam_config(
+      nlohmann::json::parse(R"({"architectures": ["SamModel"], "mask_decoder_config": {"model_type": ""},
+        "model_type": "sam", "prompt_encoder_config": {"model_type": ""},
+        "vision_config": {"hidden_size": 168, "mlp_dim": 696, "model_type": ""}})"),
+      "config.json");
+  m::SamModel slim_model(slim);
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  for (const auto& p : slim_model->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
+  CHECK(shapes["vision_encoder.layers.0.attn.qkv.weight"] == std::vector<std::int64_t>{504, 168});
+  CHECK(shapes["vision_encoder.layers.0.attn.rel_pos_h"] == std::vector<std::int64_t>{27, 14});
+  CHECK(shapes["vision_encoder.layers.2.attn.rel_pos_w"] == std::vector<std::int64_t>{127, 14});
+  CHECK(shapes["vision_encoder.layers.11.mlp.lin1.weight"] == std::vector<std::int64_t>{696, 168});
+  CHECK(shapes["vision_encoder.neck.conv1.weight"] == std::vector<std::int64_t>{256, 168, 1, 1});
+  CHECK(shapes["mask_decoder.transformer.layers.0.mlp.lin1.weight"] == std::vector<std::int64_t>{2048, 256});
+
   // The fixture's config: image_embedding_size is derived, vision/prompt grids agree.
   auto c3 = m::load_sam_config(sam_dir());
   CHECK(c3.grid() == 8);
@@ -468,7 +484,7 @@ TEST_CASE("segment_sam pipeline: several boxes give one mask each; points join e
   REQUIRE(single.size() == 1);
   CHECK(std::abs(single[0].score - two[1].score) < 1e-5);
   CHECK(cv::norm(single[0].low_res_logits, two[1].low_res_logits, cv::NORM_INF) < 1e-4);
-  // More boxes than one decoder batch (16): same masks as one by one.
+  // More boxes than one decoder batch (4): same masks as one by one.
   pl::SamPrompt many;
   many.multimask = pl::SamMultimask::off;
   for (int i = 0; i < 20; ++i) many.boxes.push_back({1.0 + i, 2.0 + i / 2.0, 30.0 + i, 35.0});
