@@ -167,6 +167,8 @@ torch::Tensor sam_post_process_masks(const torch::Tensor& masks, const SamImageI
   auto m = masks.to(torch::kFloat32);
   auto up = at::upsample_bilinear2d(m, {pad_h, pad_w}, /*align_corners=*/false);
   up = up.narrow(2, 0, sizes.reshaped_h).narrow(3, 0, sizes.reshaped_w);
+  // Same size (a longest_edge-sized original): bilinear resampling at scale 1 is the identity.
+  if (sizes.reshaped_h == sizes.original_h && sizes.reshaped_w == sizes.original_w) return up.contiguous();
   return at::upsample_bilinear2d(up, {sizes.original_h, sizes.original_w}, /*align_corners=*/false);
 }
 
