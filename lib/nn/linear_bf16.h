@@ -16,8 +16,9 @@
 namespace lli::nn {
 
 // Most rows of x (product of all dims but the last) that the fast path takes; larger inputs go
-// to torch::linear (oneDNN), which is faster once the weights are reused across enough rows.
-constexpr std::int64_t kLinearBF16MaxRows = 8;
+// to torch::linear (oneDNN). Measured on the 7B shapes (BENCHMARKS.md): oneDNN reads the weights
+// faster from M = 4 on (16 vs 12 GB/s at M = 4, 14 vs 7 at M = 8), so only M <= 2 stays here.
+constexpr std::int64_t kLinearBF16MaxRows = 2;
 
 // True when the CPU has AVX512-BF16 and the hand-written bf16 kernels (this linear and
 // nn/attention_bf16.h) are enabled: they are unless set_bf16_kernels_enabled(false) was called or
