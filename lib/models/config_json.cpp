@@ -60,6 +60,21 @@ double ConfigReader::get_double(const std::string& key, double def) const {
   throw ModelError(where(key) + ": expected a number, got " + v.dump());
 }
 
+std::vector<double> ConfigReader::get_doubles(const std::string& key, std::size_t n,
+                                              const std::vector<double>& def) const {
+  if (!has(key)) return def;
+  const auto& v = j_.at(key);
+  const auto bad = [&] { return ModelError(where(key) + ": expected " + std::to_string(n) + " numbers, got " + v.dump()); };
+  if (v.is_number()) return std::vector<double>(n, v.get<double>());
+  if (!v.is_array() || v.size() != n) throw bad();
+  std::vector<double> out;
+  for (const auto& x : v) {
+    if (!x.is_number()) throw bad();
+    out.push_back(x.get<double>());
+  }
+  return out;
+}
+
 bool ConfigReader::get_bool(const std::string& key, bool def) const {
   if (!has(key)) return def;
   const auto& v = j_.at(key);

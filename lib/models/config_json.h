@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace lli::models {
 
@@ -23,6 +24,8 @@ class ConfigReader {
   std::int64_t get_int(const std::string& key, std::int64_t def) const;
   double get_double(const std::string& key, double def) const;
   bool get_bool(const std::string& key, bool def) const;
+  // n numbers: a JSON array of n numbers, or one number repeated n times (image_mean / image_std).
+  std::vector<double> get_doubles(const std::string& key, std::size_t n, const std::vector<double>& def) const;
   std::string get_string(const std::string& key, const std::string& def) const;
   const nlohmann::json& at(const std::string& key) const;  // must exist (has(key))
   ConfigReader child(const std::string& key) const;         // object; empty object when absent

@@ -11,27 +11,6 @@
 
 namespace lli::models {
 
-namespace {
-
-std::vector<double> read_triplet(const ConfigReader& r, const char* key, const std::vector<double>& def) {
-  if (!r.has(key)) return def;
-  const auto& v = r.at(key);
-  std::vector<double> out;
-  if (v.is_number()) {
-    out.assign(3, v.get<double>());
-  } else if (v.is_array() && v.size() == 3) {
-    for (const auto& x : v) {
-      if (!x.is_number()) throw ModelError(r.where(key) + ": expected 3 numbers, got " + v.dump());
-      out.push_back(x.get<double>());
-    }
-  } else {
-    throw ModelError(r.where(key) + ": expected 3 numbers, got " + v.dump());
-  }
-  return out;
-}
-
-}  // namespace
-
 SamImageProcessorConfig parse_sam_image_processor_config(const ConfigReader& r) {
   SamImageProcessorConfig c;
   c.do_convert_rgb = r.get_bool("do_convert_rgb", c.do_convert_rgb);
@@ -50,8 +29,8 @@ SamImageProcessorConfig parse_sam_image_processor_config(const ConfigReader& r) 
   c.do_rescale = r.get_bool("do_rescale", c.do_rescale);
   c.rescale_factor = r.get_double("rescale_factor", c.rescale_factor);
   c.do_normalize = r.get_bool("do_normalize", c.do_normalize);
-  c.image_mean = read_triplet(r, "image_mean", c.image_mean);
-  c.image_std = read_triplet(r, "image_std", c.image_std);
+  c.image_mean = r.get_doubles("image_mean", 3, c.image_mean);
+  c.image_std = r.get_doubles("image_std", 3, c.image_std);
   for (double s : c.image_std)
     if (s == 0.0) throw ModelError(r.where("image_std") + ": must not contain 0");
   c.do_pad = r.get_bool("do_pad", c.do_pad);

@@ -19,6 +19,7 @@
 #include "models/llava.h"
 #include "models/llava_preprocess.h"
 #include "nn/attention.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 namespace {
@@ -27,61 +28,19 @@ namespace fs = std::filesystem;
 namespace m = lli::models;
 using lli::test::fixtures_dir;
 using lli::test::TempDir;
+using lli::test::error_of;
+using lli::test::has;
+using lli::test::max_abs_diff;
+using lli::test::read_rgb;
+using lli::test::Recorder;
 
 fs::path llava_dir() { return fixtures_dir() / "llava-tiny-a"; }
-
-std::map<std::string, torch::Tensor> load_golden() {
-  auto f = lli::st::File::open(llava_dir() / "golden.safetensors");
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& t : f.tensors()) out[t.name] = lli::to_torch(t).clone();
-  return out;
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  REQUIRE(a.sizes() == b.sizes());
-  return (a.to(torch::kCPU, torch::kFloat64) - b.to(torch::kCPU, torch::kFloat64)).abs().max().item<double>();
-}
-
-// Records tapped activations: per name, by index (index >= 0) or in call order (index -1).
-struct Recorder {
-  std::map<std::string, std::vector<torch::Tensor>> seen;
-  lli::nn::Tap tap() {
-    return [this](const std::string& name, std::int64_t index, const torch::Tensor& t) {
-      auto& v = seen[name];
-      if (index < 0) {
-        v.push_back(t.detach().clone());
-      } else {
-        if (static_cast<std::int64_t>(v.size()) <= index) v.resize(static_cast<std::size_t>(index + 1));
-        v[static_cast<std::size_t>(index)] = t.detach().clone();
-      }
-    };
-  }
-};
-
-cv::Mat read_rgb(const fs::path& p) {
-  cv::Mat bgr = cv::imread(p.string(), cv::IMREAD_COLOR);
-  REQUIRE(!bgr.empty());
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
-}
+std::map<std::string, torch::Tensor> load_golden() { return lli::test::load_golden(llava_dir() / "golden.safetensors"); }
 
 torch::Tensor mat_to_tensor(const cv::Mat& img) {  // [H, W, C] uint8
   cv::Mat c = img.isContinuous() ? img : img.clone();
   return torch::from_blob(c.data, {c.rows, c.cols, c.channels()}, torch::kUInt8).clone();
 }
-
-template <class E, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
 
 // Full fp32 pipeline state for the fixture, shared by several cases.
 struct Fp32Run {

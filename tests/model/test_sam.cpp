@@ -20,6 +20,7 @@
 #include "models/sam.h"
 #include "models/sam_preprocess.h"
 #include "nn/attention.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 namespace {
@@ -28,62 +29,20 @@ namespace fs = std::filesystem;
 namespace m = lli::models;
 using lli::test::fixtures_dir;
 using lli::test::TempDir;
+using lli::test::error_of;
+using lli::test::has;
+using lli::test::max_abs_diff;
+using lli::test::read_rgb;
+using lli::test::Recorder;
 
 fs::path sam_dir() { return fixtures_dir() / "sam-tiny-a"; }
-
-std::map<std::string, torch::Tensor> load_golden() {
-  auto f = lli::st::File::open(sam_dir() / "golden.safetensors");
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& t : f.tensors()) out[t.name] = lli::to_torch(t).clone();
-  return out;
-}
+std::map<std::string, torch::Tensor> load_golden() { return lli::test::load_golden(sam_dir() / "golden.safetensors"); }
 
 nlohmann::json load_case() {
   std::ifstream in(sam_dir() / "case.json");
   REQUIRE(in.good());
   return nlohmann::json::parse(in);
 }
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  REQUIRE(a.sizes() == b.sizes());
-  if (a.numel() == 0) return 0;
-  return (a.to(torch::kCPU, torch::kFloat64) - b.to(torch::kCPU, torch::kFloat64)).abs().max().item<double>();
-}
-
-cv::Mat read_rgb(const fs::path& p) {
-  cv::Mat bgr = cv::imread(p.string(), cv::IMREAD_COLOR);
-  REQUIRE(!bgr.empty());
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
-}
-
-template <class E, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
-
-struct Recorder {
-  std::map<std::string, std::vector<torch::Tensor>> seen;
-  lli::nn::Tap tap() {
-    return [this](const std::string& name, std::int64_t index, const torch::Tensor& t) {
-      auto& v = seen[name];
-      if (index < 0) {
-        v.push_back(t.detach().clone());
-      } else {
-        if (static_cast<std::int64_t>(v.size()) <= index) v.resize(static_cast<std::size_t>(index + 1));
-        v[static_cast<std::size_t>(index)] = t.detach().clone();
-      }
-    };
-  }
-};
 
 // Prompt tensors of one case from case.json (original pixel coordinates), scaled like SamProcessor.
 m::SamPromptTensors case_prompts(const nlohmann::json& p, const m::SamCoordScale& s) {
