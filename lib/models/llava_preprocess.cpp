@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "lli/error.h"
+#include "models/image_normalize.h"
 
 namespace lli::models {
 
@@ -126,22 +127,7 @@ torch::Tensor pixel_values_from_rgb(const cv::Mat& rgb, const ImageProcessorConf
   const int H = img.rows, W = img.cols;
   auto out = torch::empty({1, 3, H, W}, torch::kFloat32);
   float* o = out.data_ptr<float>();
-  float mean[3], stdv[3];
-  for (int c = 0; c < 3; ++c) {
-    mean[c] = static_cast<float>(cfg.image_mean[static_cast<std::size_t>(c)]);
-    stdv[c] = static_cast<float>(cfg.image_std[static_cast<std::size_t>(c)]);
-  }
-  for (int y = 0; y < H; ++y) {
-    const std::uint8_t* row = img.ptr<std::uint8_t>(y);
-    for (int x = 0; x < W; ++x) {
-      for (int c = 0; c < 3; ++c) {
-        float v = cfg.do_rescale ? static_cast<float>(static_cast<double>(row[x * 3 + c]) * cfg.rescale_factor)
-                                 : static_cast<float>(row[x * 3 + c]);
-        if (cfg.do_normalize) v = (v - mean[c]) / stdv[c];
-        o[(static_cast<std::size_t>(c) * H + y) * W + x] = v;
-      }
-    }
-  }
+  rescale_normalize_rgb(img, {cfg.do_rescale, cfg.rescale_factor, cfg.do_normalize, cfg.image_mean, cfg.image_std}, o, H, W);
   return out;
 }
 

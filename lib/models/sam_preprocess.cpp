@@ -7,6 +7,7 @@
 #include <string>
 
 #include "lli/error.h"
+#include "models/image_normalize.h"
 #include "lli/log.h"
 
 namespace lli::models {
@@ -90,23 +91,7 @@ SamImageInputs sam_preprocess_rgb(const cv::Mat& rgb, const SamImageProcessorCon
                      " is larger than pad_size " + std::to_string(W) + "x" + std::to_string(H));
   out.pixel_values = torch::zeros({1, 3, H, W}, torch::kFloat32);
   float* o = out.pixel_values.data_ptr<float>();
-  float mean[3], stdv[3];
-  for (int c = 0; c < 3; ++c) {
-    mean[c] = static_cast<float>(cfg.image_mean[static_cast<std::size_t>(c)]);
-    stdv[c] = static_cast<float>(cfg.image_std[static_cast<std::size_t>(c)]);
-  }
-  for (int y = 0; y < img.rows; ++y) {
-    const std::uint8_t* row = img.ptr<std::uint8_t>(y);
-    for (int x = 0; x < img.cols; ++x) {
-      for (int c = 0; c < 3; ++c) {
-        // numpy: float64 rescale cast to float32, then float32 normalise.
-        float v = cfg.do_rescale ? static_cast<float>(static_cast<double>(row[x * 3 + c]) * cfg.rescale_factor)
-                                 : static_cast<float>(row[x * 3 + c]);
-        if (cfg.do_normalize) v = (v - mean[c]) / stdv[c];
-        o[(static_cast<std::size_t>(c) * H + y) * W + x] = v;
-      }
-    }
-  }
+  rescale_normalize_rgb(img, {cfg.do_rescale, cfg.rescale_factor, cfg.do_normalize, cfg.image_mean, cfg.image_std}, o, H, W);
   return out;
 }
 

@@ -3,6 +3,7 @@ list(APPEND LLI_TORCH_SOURCES
   models/clip_vision.cpp
   models/llava_projector.cpp
   models/llama.cpp
+  models/image_normalize.cpp
   models/llava_preprocess.cpp
   models/llava.cpp
   models/sam_image_encoder.cpp
