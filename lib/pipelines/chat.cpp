@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 
 #include <fmt/format.h>
@@ -13,6 +14,8 @@
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/log.h"
+#include "lli/safetensors.h"
+#include "lli/tensor_io.h"
 #include "models/llava.h"
 #include "models/llava_preprocess.h"
 #include "sampling/sampler.h"
@@ -150,7 +153,52 @@ struct ChatSession::Impl {
     cached_ids.clear();
     cache.clear();
   }
+
+  // Prompt-cache identities: the model (config.json, compute dtype, every parameter's name, shape
+  // and first bytes) and the image (its pixels and the aspect mode).
+  std::string fingerprint;
+  mutable std::string image_sha;
+  const std::string& image_hash() const {
+    if (image_sha.empty() && !image.empty()) {
+      std::string b = std::to_string(image.rows) + "x" + std::to_string(image.cols) + "/" +
+                      std::to_string(static_cast<int>(aspect)) + "/";
+      for (int y = 0; y < image.rows; ++y)
+        b.append(reinterpret_cast<const char*>(image.ptr(y)), static_cast<std::size_t>(image.cols) * 3);
+      image_sha = sha256_hex(b);
+    }
+    return image_sha;
+  }
 };
+
+namespace {
+
+constexpr const char* kPromptCacheFormat = "lli-prompt-cache";
+constexpr const char* kPromptCacheVersion = "1";
+
+st::DType st_dtype(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return st::DType::F32;
+    case torch::kBFloat16: return st::DType::BF16;
+    case torch::kHalf: return st::DType::F16;
+    default: throw RuntimeError("prompt cache: unsupported KV dtype " + std::string(c10::toString(t)));
+  }
+}
+
+std::string model_fingerprint(const fs::path& dir, m::LlavaImpl& model, const std::string& dtype) {
+  std::string fp = read_file((dir / "config.json").string()) + "\n" + dtype + "\n";
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
+    const auto& t = p.value();
+    fp += p.key() + c10::str(t.sizes());
+    if (t.is_cpu() && t.is_contiguous() && t.numel() > 0) {
+      const auto n = std::min<std::size_t>(32, static_cast<std::size_t>(t.numel()) * t.element_size());
+      fp.append(static_cast<const char*>(t.data_ptr()), n);
+    }
+    fp += "\n";
+  }
+  return sha256_hex(fp);
+}
+
+}  // namespace
 
 ChatSession::ChatSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ChatSession::ChatSession(ChatSession&&) noexcept = default;
@@ -189,6 +237,7 @@ ChatSession ChatSession::load(const fs::path& dir, const ChatOptions& opts) {
   impl->eos_ids = cfg.text.eos_token_ids;
   if (std::find(impl->eos_ids.begin(), impl->eos_ids.end(), impl->tok->eos_id()) == impl->eos_ids.end())
     impl->eos_ids.push_back(impl->tok->eos_id());
+  impl->fingerprint = model_fingerprint(dir, *impl->model, dtype_choice_name(impl->dtype_choice));
   impl->load_ms = now_ms() - t0;
   log_debug("chat: loaded {} ({}, {}) in {:.0f} ms", dir.string(), dtype_choice_name(impl->dtype_choice),
             opts.device.str(), impl->load_ms);
@@ -198,6 +247,7 @@ ChatSession ChatSession::load(const fs::path& dir, const ChatOptions& opts) {
 void ChatSession::set_image(const cv::Mat& bgr) {
   if (bgr.empty() || bgr.type() != CV_8UC3) throw InputError("chat: the image must be a non-empty 8-bit BGR image");
   impl_->image = bgr.clone();
+  impl_->image_sha.clear();
   impl_->features = torch::Tensor();
   impl_->history.clear();
   impl_->invalidate_cache();
@@ -214,6 +264,92 @@ const std::vector<ChatExchange>& ChatSession::history() const { return impl_->hi
 void ChatSession::set_system(const std::string& system) { impl_->tmpl.system = system; }
 
 const std::vector<std::int64_t>& ChatSession::cached_tokens() const { return impl_->cached_ids; }
+
+const std::string& ChatSession::fingerprint() const { return impl_->fingerprint; }
+
+bool ChatSession::save_prompt_cache(const fs::path& file) const {
+  const Impl& s = *impl_;
+  const std::int64_t n = s.cache.n_past;
+  if (n <= 0 || s.cached_ids.size() != static_cast<std::size_t>(n)) return false;
+  std::vector<torch::Tensor> keep;  // contiguous CPU copies the writer reads from
+  std::vector<st::TensorData> out;
+  auto ids = torch::tensor(s.cached_ids, torch::kInt64);  // [n]
+  keep.push_back(ids);
+  out.push_back({"ids", st::DType::I64, {n}, ids.data_ptr(), static_cast<std::size_t>(n) * 8});
+  for (std::size_t l = 0; l < s.cache.k.size(); ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      const auto& c = kv == 0 ? s.cache.k[l] : s.cache.v[l];  // [1, Hkv, cap, D]
+      auto t = c.narrow(2, 0, n).to(torch::kCPU).contiguous();
+      keep.push_back(t);
+      out.push_back({std::string(kv == 0 ? "k." : "v.") + std::to_string(l), st_dtype(t.scalar_type()), t.sizes().vec(),
+                     t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size()});
+    }
+  }
+  st::write_file(file, out,
+                 {{"format", kPromptCacheFormat},
+                  {"version", kPromptCacheVersion},
+                  {"model", s.fingerprint},
+                  {"image", s.image_hash()}});
+  return true;
+}
+
+bool ChatSession::load_prompt_cache(const fs::path& file, std::string* why) {
+  Impl& s = *impl_;
+  auto refuse = [&](const std::string& reason) {
+    if (why) *why = file.string() + ": " + reason;
+    return false;
+  };
+  std::optional<st::File> f;
+  try {
+    f.emplace(st::File::open(file));
+  } catch (const Error& e) {
+    return refuse(e.what());
+  }
+  const auto& meta = f->metadata();
+  auto get = [&](const char* key) {
+    auto it = meta.find(key);
+    return it == meta.end() ? std::string() : it->second;
+  };
+  if (get("format") != kPromptCacheFormat || get("version") != kPromptCacheVersion)
+    return refuse("not an lli prompt cache (format " + get("format") + " version " + get("version") + ")");
+  if (get("model") != s.fingerprint) return refuse("made by another model or dtype");
+  if (get("image") != s.image_hash()) return refuse("made for another image");
+  std::map<std::string, st::TensorRef> all;
+  for (const auto& t : f->tensors()) all[t.name] = t;
+  auto ids_it = all.find("ids");
+  if (ids_it == all.end() || ids_it->second.dtype != st::DType::I64 || ids_it->second.shape.size() != 1)
+    return refuse("no int64 tensor 'ids'");
+  const std::int64_t n = ids_it->second.shape[0];
+  if (n <= 0 || n >= context_length()) return refuse("holds " + std::to_string(n) + " tokens");
+  const std::size_t layers = static_cast<std::size_t>(s.model->cfg.text.num_hidden_layers);
+  if (all.size() != 1 + 2 * layers) return refuse("expected " + std::to_string(1 + 2 * layers) + " tensors");
+  m::KVCache probe = s.model->make_cache(1);
+  std::vector<torch::Tensor> k(layers), v(layers);
+  for (std::size_t l = 0; l < layers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      const std::string name = std::string(kv == 0 ? "k." : "v.") + std::to_string(l);
+      auto it = all.find(name);
+      if (it == all.end()) return refuse("no tensor '" + name + "'");
+      const auto& ref = it->second;
+      const auto& want = kv == 0 ? probe.k[l] : probe.v[l];  // [1, Hkv, 1, D]
+      const std::vector<std::int64_t> shape{want.size(0), want.size(1), n, want.size(3)};
+      if (ref.shape != shape || ref.dtype != st_dtype(want.scalar_type()))
+        return refuse("tensor '" + name + "' does not fit this model's cache");
+      (kv == 0 ? k : v)[l] = to_torch(ref);
+    }
+  }
+  const auto* idp = static_cast<const std::int64_t*>(ids_it->second.data);
+  std::vector<std::int64_t> ids(idp, idp + n);
+  s.invalidate_cache();
+  s.ensure_capacity(n);
+  for (std::size_t l = 0; l < layers; ++l) {
+    s.cache.k[l].narrow(2, 0, n).copy_(k[l]);
+    s.cache.v[l].narrow(2, 0, n).copy_(v[l]);
+  }
+  s.cache.n_past = n;
+  s.cached_ids = std::move(ids);
+  return true;
+}
 
 std::vector<std::int64_t> ChatSession::prompt_tokens(const std::string& question) const {
   return impl_->encode(question);

@@ -312,3 +312,44 @@ TEST_CASE("cli chat: bad checkpoints exit 4, bad images 3, bad flags 2, each wit
   }
   CHECK(no_temp_files(t.path));
 }
+
+TEST_CASE("cli chat: --prompt-cache reuses the image's prefilled tokens with the same answer; another image is not") {
+  TempDir t;
+  const std::string cache = "'" + (t.path / "photo.kv").string() + "'";
+  const std::string base = "lli-chat " + model_flag() + " -i " + fixture_image() + kGreedy + " --json --prompt-cache " + cache;
+  Run r1 = run(base + " 'What is shown?'", t);
+  REQUIRE_MESSAGE(r1.code == 0, r1.err);
+  CHECK(json::parse(r1.out)["n_reused_tokens"] == 0);
+  REQUIRE(fs::exists(t.path / "photo.kv"));
+  CHECK(no_temp_files(t.path));
+  // A second question on the same image: the shared prefix (image included) comes from the cache,
+  // and the answer equals the golden greedy answer of an uncached run.
+  Run r2 = run(base + " 'What is shown?'", t);
+  REQUIRE_MESSAGE(r2.code == 0, r2.err);
+  json j2 = json::parse(r2.out);
+  CHECK(j2["n_reused_tokens"].get<std::int64_t>() > 0);
+  CHECK(j2["n_reused_tokens"].get<std::int64_t>() < j2["n_prompt_tokens"].get<std::int64_t>());
+  CHECK(j2["tokens"].get<std::vector<std::int64_t>>() == golden_generated_ids());
+  CHECK(r2.err.find("prompt cache") != std::string::npos);
+  // Another image: the cache is not used (and says why), then overwritten.
+  cv::Mat img = cv::imread((llava_dir() / "image.png").string());
+  REQUIRE(!img.empty());
+  cv::flip(img, img, 1);
+  const fs::path other = t.path / "other.png";
+  REQUIRE(cv::imwrite(other.string(), img));
+  Run r3 = run("lli-chat " + model_flag() + " -i '" + other.string() + "'" + kGreedy + " --json --prompt-cache " + cache +
+                   " 'What is shown?'",
+               t);
+  REQUIRE_MESSAGE(r3.code == 0, r3.err);
+  CHECK(json::parse(r3.out)["n_reused_tokens"] == 0);
+  CHECK(r3.err.find("another image") != std::string::npos);
+  // Not a cache file: refused, not fatal. Batch mode: usage error.
+  { std::ofstream(t.path / "junk.kv") << "not safetensors"; }
+  Run r4 = run("lli-chat " + model_flag() + " -i " + fixture_image() + kGreedy + " --json --prompt-cache '" +
+                   (t.path / "junk.kv").string() + "' 'What is shown?'",
+               t);
+  REQUIRE_MESSAGE(r4.code == 0, r4.err);
+  CHECK(json::parse(r4.out)["tokens"].get<std::vector<std::int64_t>>() == golden_generated_ids());
+  Run r5 = run("lli-chat " + model_flag() + " -i '" + t.path.string() + "' 'x' --prompt-cache " + cache, t);
+  CHECK(r5.code == 2);
+}
