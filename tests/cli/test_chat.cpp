@@ -313,7 +313,7 @@ TEST_CASE("cli chat: bad checkpoints exit 4, bad images 3, bad flags 2, each wit
   CHECK(no_temp_files(t.path));
 }
 
-TEST_CASE("cli chat: --prompt-cache reuses the image's prefilled tokens with the same answer; another image is not") {
+TEST_CASE("cli chat: --prompt-cache reuses the image tokens with the same answer, not for another image") {
   TempDir t;
   const std::string cache = "'" + (t.path / "photo.kv").string() + "'";
   const std::string base = "lli-chat " + model_flag() + " -i " + fixture_image() + kGreedy + " --json --prompt-cache " + cache;
