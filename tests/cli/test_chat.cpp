@@ -89,7 +89,7 @@ TEST_CASE("cli chat: --json --temperature 0 on llava-tiny-a prints exactly the 1
   CHECK(r.err.empty());
 }
 
-TEST_CASE("cli chat: streamed text equals the --json text; the question can come from stdin") {
+TEST_CASE("cli chat: streamed text equals the --json text, and the question can come from stdin") {
   TempDir t;
   Run r = run("lli-chat " + model_flag() + " -i " + fixture_image() + " 'What is shown?'" + kGreedy, t);
   REQUIRE_MESSAGE(r.code == 0, r.err);
@@ -112,7 +112,7 @@ TEST_CASE("cli chat: streamed text equals the --json text; the question can come
   CHECK(e.err.find("question") != std::string::npos);
 }
 
-TEST_CASE("cli chat: sessions keep the chat per step; an edit starts a new conversation on the edited image") {
+TEST_CASE("cli chat: sessions keep the chat per step, and an edit starts a new conversation on the edited image") {
   TempDir t;
   const std::string chat = "lli-chat " + model_flag() + " --session s.json --json" + kGreedy;
   Run r1 = run(chat + " -i " + fixture_image() + " 'What is shown?'", t);
@@ -260,7 +260,7 @@ TEST_CASE("cli chat: a terminal on stdin without a question starts the interacti
   CHECK(r.out.find(golden_text()) != std::string::npos);
 }
 
-TEST_CASE("cli chat: YAML defaults are overridden by flags; --image-aspect pad runs") {
+TEST_CASE("cli chat: YAML defaults are overridden by flags, and --image-aspect pad runs") {
   TempDir t;
   std::ofstream(t / "models.yaml") << "tools:\n  lli-chat:\n    temperature: 0\n    max_new_tokens: 3\n";
   const std::string base = "lli-chat --config models.yaml " + model_flag() + " -i " + fixture_image() + " --dtype f32 --json ";

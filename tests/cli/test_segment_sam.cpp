@@ -89,7 +89,7 @@ TEST_CASE("cli sam: a box, and a box plus a point, match the reference") {
   for (int k = 0; k < 3; ++k) CHECK(mask_mismatches(t / ("bp-" + std::to_string(k) + ".png"), "box_point.multimask", k) == 0);
 }
 
-TEST_CASE("cli sam: several boxes give numbered masks; the session caches the embedding") {
+TEST_CASE("cli sam: several boxes give numbered masks, and the session caches the embedding") {
   TempDir t;
   Run r = run(sam_cmd() + "--box 8,6,36,30 --box 20,12,46,38 --multimask off -o obj.png --json", t);
   REQUIRE_MESSAGE(r.code == 0, r.err);
@@ -113,7 +113,7 @@ TEST_CASE("cli sam: several boxes give numbered masks; the session caches the em
   CHECK(s["masks"].size() == 1);
 }
 
-TEST_CASE("cli sam: --everything returns filtered automatic masks; bad checkpoints exit 4") {
+TEST_CASE("cli sam: --everything returns filtered automatic masks, and bad checkpoints exit 4") {
   TempDir t;
   Run r = run(sam_cmd() + "--everything --points-per-side 4 --json", t);
   REQUIRE_MESSAGE(r.code == 0, r.err);

@@ -83,7 +83,7 @@ TEST_CASE("linear_bf16: matches torch::linear in bf16 for decode shapes, tails, 
   CHECK(torch::isinf(nn::linear_bf16(xi, wi, {})).all().item<bool>());
 }
 
-TEST_CASE("linear_bf16: applicability rules and nn::Linear dispatch; fp32 path unchanged") {
+TEST_CASE("linear_bf16: applicability rules and nn::Linear dispatch, and fp32 path unchanged") {
   torch::NoGradGuard ng;
   torch::manual_seed(3);
   FastLinearGuard restore;

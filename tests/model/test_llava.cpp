@@ -201,7 +201,7 @@ TEST_CASE("LlavaConfig rejects invalid values with the JSON path") {
 
 // ---- attention building blocks --------------------------------------------------------------
 
-TEST_CASE("attention: grouped-query heads equal repeated key/value heads; causal offset") {
+TEST_CASE("attention: grouped-query heads equal repeated key/value heads, and causal offset") {
   torch::manual_seed(0);
   auto q = torch::randn({1, 4, 5, 8});
   auto k = torch::randn({1, 2, 7, 8});
@@ -315,7 +315,7 @@ TEST_CASE("llava-tiny-a: image token count mismatch and out-of-vocabulary ids ar
   CHECK(has(error_of<lli::InputError>([&] { run.model->embed_inputs(oov, torch::Tensor()); }), "outside the vocabulary"));
 }
 
-TEST_CASE("llava-tiny-a: KV-cache prefill + single steps equal the full forward; greedy ids match") {
+TEST_CASE("llava-tiny-a: KV-cache prefill + single steps equal the full forward, and greedy ids match") {
   Fp32Run run;
   auto& g = run.g;
   auto& model = run.model;
@@ -450,7 +450,7 @@ TEST_CASE("llava loader: tied word embeddings, position_ids buffer, strict key e
   CHECK(has(error_of<lli::ModelError>([&] { m::load_llava(tmp.path); }), "language_model.lm_head.weight"));
 }
 
-TEST_CASE("llama: linear rope scaling divides positions by the factor; GQA model runs with a cache") {
+TEST_CASE("llama: linear rope scaling divides positions by the factor, and GQA model runs with a cache") {
   // A small random LLaMA with 4 query heads over 2 kv heads, attention bias and linear rope.
   auto j = nlohmann::json::parse(R"({"vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
       "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "attention_bias": true,

@@ -426,7 +426,7 @@ TEST_CASE("segment_sam pipeline: masks and scores at the original size equal the
   }
 }
 
-TEST_CASE("segment_sam pipeline: several boxes give one mask each; points join every box; mask prompts feed back") {
+TEST_CASE("segment_sam pipeline: several boxes give one mask each, and points join every box, and mask prompts feed back") {
   auto seg = fixture_segmenter();
   auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
   pl::SamPrompt p;
@@ -482,7 +482,7 @@ TEST_CASE("segment_sam pipeline: several boxes give one mask each; points join e
   CHECK_THROWS_AS(seg.segment(pl::SamEmbedding(), bp), lli::RuntimeError);
 }
 
-TEST_CASE("segment_sam pipeline: embeddings round-trip through bytes; foreign or damaged bytes are refused") {
+TEST_CASE("segment_sam pipeline: embeddings round-trip through bytes, and foreign or damaged bytes are refused") {
   auto seg = fixture_segmenter();
   auto emb = seg.compute_embedding(read_bgr(sam_dir() / "image.png"));
   const auto bytes = seg.embedding_to_bytes(emb);

@@ -74,7 +74,7 @@ TEST_CASE("prompt file: full schema parses with defaults") {
   CHECK_FALSE(p.empty());
 }
 
-TEST_CASE("prompt file: empty object is an empty prompt; text-only is not empty") {
+TEST_CASE("prompt file: empty object is an empty prompt, and text-only is not empty") {
   Prompt p = parse_prompt("{}", "p.json");
   CHECK(p.empty());
   CHECK(p.no_geometry());

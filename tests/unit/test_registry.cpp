@@ -155,7 +155,7 @@ TEST_CASE("registry: the shipped configs/models.yaml parses and names the expect
   CHECK(msg.find(home.path.string() + "/.cache/lli/models/sam-vit-base") != std::string::npos);
 }
 
-TEST_CASE("registry: precedence built-in < YAML; typed getters check types") {
+TEST_CASE("registry: precedence built-in < YAML, and typed getters check types") {
   Registry empty;
   CHECK(empty.tool_double("lli-chat", "temperature", 0.2) == doctest::Approx(0.2));
   CHECK_FALSE(empty.tool_default("lli-chat", "temperature").has_value());
