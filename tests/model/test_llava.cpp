@@ -199,6 +199,21 @@ TEST_CASE("LlavaConfig rejects invalid values with the JSON path") {
   CHECK(has(error_of<lli::ModelError>([&] { m::load_llava(tmp.path); }), "config.json: cannot open"));
 }
 
+TEST_CASE("image processor config: image_mean / image_std as 3 numbers or one, bad values named") {
+  auto parse = [](const char* text) {
+    auto j = nlohmann::json::parse(text);
+    return m::parse_image_processor_config(m::ConfigReader(j, "preprocessor_config.json"));
+  };
+  auto c = parse(R"({"image_mean": [0.5, 0.25, 0.125], "image_std": 0.5})");
+  CHECK((c.image_mean == std::vector<double>{0.5, 0.25, 0.125}));
+  CHECK((c.image_std == std::vector<double>{0.5, 0.5, 0.5}));
+  CHECK((parse("{}").image_mean == m::ImageProcessorConfig{}.image_mean));  // absent: CLIP's defaults
+  auto bad = [&](const char* text) { return error_of<lli::ModelError>([&] { parse(text); }); };
+  CHECK(has(bad(R"({"image_mean": [0.5, 0.5]})"), "preprocessor_config.json: image_mean: expected 3 numbers"));
+  CHECK(has(bad(R"({"image_std": [0.5, "x", 0.5]})"), "preprocessor_config.json: image_std: expected 3 numbers"));
+  CHECK(has(bad(R"({"image_std": "wide"})"), "image_std: expected 3 numbers, got \"wide\""));
+}
+
 // ---- attention building blocks --------------------------------------------------------------
 
 TEST_CASE("attention: grouped-query heads equal repeated key/value heads, and causal offset") {
