@@ -32,16 +32,13 @@ CLIPVisionConfig parse_clip_vision_config(const ConfigReader& r, const CLIPVisio
     c.hidden_act = nn::parse_activation(r.get_string("hidden_act", ""), r.where("hidden_act"));
   c.layer_norm_eps = r.get_double("layer_norm_eps", c.layer_norm_eps);
 
-  auto positive = [&](const char* key, std::int64_t v) {
-    if (v <= 0) throw ModelError(r.where(key) + ": must be positive, got " + std::to_string(v));
-  };
-  positive("hidden_size", c.hidden_size);
-  positive("intermediate_size", c.intermediate_size);
-  positive("num_hidden_layers", c.num_hidden_layers);
-  positive("num_attention_heads", c.num_attention_heads);
-  positive("num_channels", c.num_channels);
-  positive("image_size", c.image_size);
-  positive("patch_size", c.patch_size);
+  r.require_positive("hidden_size", c.hidden_size);
+  r.require_positive("intermediate_size", c.intermediate_size);
+  r.require_positive("num_hidden_layers", c.num_hidden_layers);
+  r.require_positive("num_attention_heads", c.num_attention_heads);
+  r.require_positive("num_channels", c.num_channels);
+  r.require_positive("image_size", c.image_size);
+  r.require_positive("patch_size", c.patch_size);
   if (c.hidden_size % c.num_attention_heads != 0)
     throw ModelError(r.where("hidden_size") + ": " + std::to_string(c.hidden_size) +
                      " is not divisible by num_attention_heads " + std::to_string(c.num_attention_heads));

@@ -75,6 +75,10 @@ std::vector<double> ConfigReader::get_doubles(const std::string& key, std::size_
   return out;
 }
 
+void ConfigReader::require_positive(const std::string& key, std::int64_t v) const {
+  if (v <= 0) throw ModelError(where(key) + ": must be positive, got " + std::to_string(v));
+}
+
 bool ConfigReader::get_bool(const std::string& key, bool def) const {
   if (!has(key)) return def;
   const auto& v = j_.at(key);

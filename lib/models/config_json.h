@@ -27,6 +27,8 @@ class ConfigReader {
   // n numbers: a JSON array of n numbers, or one number repeated n times (image_mean / image_std).
   std::vector<double> get_doubles(const std::string& key, std::size_t n, const std::vector<double>& def) const;
   std::string get_string(const std::string& key, const std::string& def) const;
+  // ModelError "<where(key)>: must be positive, got v" unless v > 0 (v: the parsed or default value).
+  void require_positive(const std::string& key, std::int64_t v) const;
   const nlohmann::json& at(const std::string& key) const;  // must exist (has(key))
   ConfigReader child(const std::string& key) const;         // object; empty object when absent
   std::string where(const std::string& key) const;          // "config.json: text_config.hidden_size"

@@ -69,15 +69,12 @@ LlamaConfig parse_llama_config(const ConfigReader& r) {
     // pretraining_tp > 1 only splits the matmuls in the reference; the math is the same.
   }
 
-  auto positive = [&](const char* key, std::int64_t v) {
-    if (v <= 0) throw ModelError(r.where(key) + ": must be positive, got " + std::to_string(v));
-  };
-  positive("vocab_size", c.vocab_size);
-  positive("hidden_size", c.hidden_size);
-  positive("intermediate_size", c.intermediate_size);
-  positive("num_hidden_layers", c.num_hidden_layers);
-  positive("num_key_value_heads", c.num_key_value_heads);
-  positive("head_dim", c.head_dim);
+  r.require_positive("vocab_size", c.vocab_size);
+  r.require_positive("hidden_size", c.hidden_size);
+  r.require_positive("intermediate_size", c.intermediate_size);
+  r.require_positive("num_hidden_layers", c.num_hidden_layers);
+  r.require_positive("num_key_value_heads", c.num_key_value_heads);
+  r.require_positive("head_dim", c.head_dim);
   if (c.head_dim % 2 != 0) throw ModelError(r.where("head_dim") + ": must be even, got " + std::to_string(c.head_dim));
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     throw ModelError(r.where("num_key_value_heads") + ": num_attention_heads " + std::to_string(c.num_attention_heads) +

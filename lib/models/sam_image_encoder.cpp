@@ -48,18 +48,15 @@ SamVisionConfig parse_sam_vision_config(const ConfigReader& r) {
   // transformers: mlp_dim = int(hidden_size * mlp_ratio) if mlp_dim is None.
   c.mlp_dim = r.has("mlp_dim") ? r.get_int("mlp_dim", 0) : static_cast<std::int64_t>(c.hidden_size * c.mlp_ratio);
 
-  auto positive = [&](const char* key, std::int64_t v) {
-    if (v <= 0) throw ModelError(r.where(key) + ": must be positive, got " + std::to_string(v));
-  };
-  positive("hidden_size", c.hidden_size);
-  positive("output_channels", c.output_channels);
-  positive("num_hidden_layers", c.num_hidden_layers);
-  positive("num_attention_heads", c.num_attention_heads);
-  positive("num_channels", c.num_channels);
-  positive("image_size", c.image_size);
-  positive("patch_size", c.patch_size);
-  positive("num_pos_feats", c.num_pos_feats);
-  positive("mlp_dim", c.mlp_dim);
+  r.require_positive("hidden_size", c.hidden_size);
+  r.require_positive("output_channels", c.output_channels);
+  r.require_positive("num_hidden_layers", c.num_hidden_layers);
+  r.require_positive("num_attention_heads", c.num_attention_heads);
+  r.require_positive("num_channels", c.num_channels);
+  r.require_positive("image_size", c.image_size);
+  r.require_positive("patch_size", c.patch_size);
+  r.require_positive("num_pos_feats", c.num_pos_feats);
+  r.require_positive("mlp_dim", c.mlp_dim);
   if (c.window_size < 0) throw ModelError(r.where("window_size") + ": must be >= 0, got " + std::to_string(c.window_size));
   if (c.hidden_size % c.num_attention_heads != 0)
     throw ModelError(r.where("hidden_size") + ": " + std::to_string(c.hidden_size) +

@@ -23,16 +23,13 @@ SamMaskDecoderConfig parse_sam_mask_decoder_config(const ConfigReader& r) {
   c.iou_head_depth = r.get_int("iou_head_depth", c.iou_head_depth);
   c.iou_head_hidden_dim = r.get_int("iou_head_hidden_dim", c.iou_head_hidden_dim);
   c.layer_norm_eps = r.get_double("layer_norm_eps", c.layer_norm_eps);
-  auto positive = [&](const char* key, std::int64_t v) {
-    if (v <= 0) throw ModelError(r.where(key) + ": must be positive, got " + std::to_string(v));
-  };
-  positive("hidden_size", c.hidden_size);
-  positive("mlp_dim", c.mlp_dim);
-  positive("num_hidden_layers", c.num_hidden_layers);
-  positive("num_attention_heads", c.num_attention_heads);
-  positive("attention_downsample_rate", c.attention_downsample_rate);
-  positive("num_multimask_outputs", c.num_multimask_outputs);
-  positive("iou_head_hidden_dim", c.iou_head_hidden_dim);
+  r.require_positive("hidden_size", c.hidden_size);
+  r.require_positive("mlp_dim", c.mlp_dim);
+  r.require_positive("num_hidden_layers", c.num_hidden_layers);
+  r.require_positive("num_attention_heads", c.num_attention_heads);
+  r.require_positive("attention_downsample_rate", c.attention_downsample_rate);
+  r.require_positive("num_multimask_outputs", c.num_multimask_outputs);
+  r.require_positive("iou_head_hidden_dim", c.iou_head_hidden_dim);
   if (c.iou_head_depth < 2)
     throw ModelError(r.where("iou_head_depth") + ": must be >= 2 (proj_in and proj_out), got " +
                      std::to_string(c.iou_head_depth));

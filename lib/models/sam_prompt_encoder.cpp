@@ -19,13 +19,10 @@ SamPromptEncoderConfig parse_sam_prompt_encoder_config(const ConfigReader& r) {
   if (r.has("hidden_act"))
     c.hidden_act = nn::parse_activation(r.get_string("hidden_act", ""), r.where("hidden_act"));
   c.layer_norm_eps = r.get_double("layer_norm_eps", c.layer_norm_eps);
-  auto positive = [&](const char* key, std::int64_t v) {
-    if (v <= 0) throw ModelError(r.where(key) + ": must be positive, got " + std::to_string(v));
-  };
-  positive("hidden_size", c.hidden_size);
-  positive("image_size", c.image_size);
-  positive("patch_size", c.patch_size);
-  positive("mask_input_channels", c.mask_input_channels);
+  r.require_positive("hidden_size", c.hidden_size);
+  r.require_positive("image_size", c.image_size);
+  r.require_positive("patch_size", c.patch_size);
+  r.require_positive("mask_input_channels", c.mask_input_channels);
   if (c.image_size % c.patch_size != 0)
     throw ModelError(r.where("image_size") + ": " + std::to_string(c.image_size) + " is not a multiple of patch_size " +
                      std::to_string(c.patch_size));
