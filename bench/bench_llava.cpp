@@ -12,7 +12,6 @@
 // Output: one "name: value unit" line per metric (scripts/bench_llava.sh collects them).
 // Ref: llama.cpp llama-bench (pp/tg), the methodology only.
 #include <torch/torch.h>
-#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <CLI/CLI.hpp>
 
@@ -34,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_profile.h"
 #include "lli/device.h"
 #include "lli/error.h"
 #include "models/llava.h"
@@ -373,49 +373,6 @@ std::size_t gemv_pass_bytes(m::LlavaImpl& model) {
   return n + h.numel() * h.element_size();
 }
 
-// Runs f under libtorch's (legacy) profiler and prints the top-level operators by total time;
-// time outside any operator (e.g. the linear_bf16 kernel) is reported as the remainder.
-void profile_top_ops(const std::string& what, const std::function<void()>& f, int top = 15) {
-  namespace prof = torch::autograd::profiler;
-  std::map<std::string, std::pair<double, int>> total;  // name -> (us, calls)
-  double wall = 0;
-  {
-    prof::TLSLegacyProfilerGuard guard(
-        prof::ProfilerConfig(prof::ProfilerState::CPU),
-        std::function<void(const prof::thread_event_lists&)>([&](const prof::thread_event_lists& lists) {
-          for (auto& list : lists) {
-            std::vector<const prof::LegacyEvent*> stack;
-            for (const auto& e : list) {
-              if (e.kindStr() == std::string("push")) {
-                stack.push_back(&e);
-              } else if (e.kindStr() == std::string("pop") && !stack.empty()) {
-                const auto* start = stack.back();
-                stack.pop_back();
-                if (stack.empty()) {
-                  auto& t = total[start->name()];
-                  t.first += start->cpuElapsedUs(e);
-                  t.second += 1;
-                }
-              }
-            }
-          }
-        }));
-    auto t0 = Clock::now();
-    f();
-    wall = seconds_since(t0) * 1e6;
-  }
-  std::vector<std::pair<double, std::string>> v;
-  double sum = 0;
-  for (const auto& [name, t] : total) {
-    v.emplace_back(t.first, name + " x" + std::to_string(t.second));
-    sum += t.first;
-  }
-  std::sort(v.rbegin(), v.rend());
-  note("profile of " + what + ": " + std::to_string(wall / 1e3) + " ms wall; top-level operators:");
-  for (int i = 0; i < top && i < static_cast<int>(v.size()); ++i)
-    std::printf("#   %9.2f ms  %s\n", v[static_cast<std::size_t>(i)].first / 1e3, v[static_cast<std::size_t>(i)].second.c_str());
-  std::printf("#   %9.2f ms  (outside operators: custom kernels, Python-free glue)\n", (wall - sum) / 1e3);
-}
 
 struct Options {
   std::string dir;
@@ -640,10 +597,10 @@ void run(const Options& o) {
     for (std::size_t m = 0; m < nm; ++m) {
       set_mode(modes[m]);
       cache.truncate(prefix);
-      profile_top_ops("one decode step" + tag(m), [&] { decode(*model, cache, last_logits, 1); });
+      lli::bench::profile_ops("one decode step" + tag(m), [&] { decode(*model, cache, last_logits, 1); }, 0, 15);
       if (!o.skip_prefill) {
         cache.clear();
-        profile_top_ops("prefill" + tag(m), [&] { model->logits(embeds, &cache, true); });
+        lli::bench::profile_ops("prefill" + tag(m), [&] { model->logits(embeds, &cache, true); }, 0, 15);
       }
     }
   lli::nn::set_bf16_kernels_enabled(true);

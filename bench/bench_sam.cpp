@@ -14,7 +14,6 @@
 // to a 1024x1024 original separately); --everything on PHOTO resized to N x N (encoder + automatic
 // mask generation). Output: one "name: value unit" line per metric (scripts/bench_sam.sh).
 #include <torch/torch.h>
-#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -34,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_profile.h"
 #include "lli/device.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -155,50 +155,6 @@ cv::Mat synthetic_image(int w, int h) {
   return img;
 }
 
-// Runs f under libtorch's legacy profiler; prints operators by total time at nesting depth
-// `depth` (0 = top level) and the time outside them.
-void profile_ops(const std::string& what, const std::function<void()>& f, int depth, int top = 20) {
-  namespace prof = torch::autograd::profiler;
-  std::map<std::string, std::pair<double, int>> total;  // name -> (us, calls)
-  double wall = 0;
-  {
-    prof::TLSLegacyProfilerGuard guard(
-        prof::ProfilerConfig(prof::ProfilerState::CPU),
-        std::function<void(const prof::thread_event_lists&)>([&](const prof::thread_event_lists& lists) {
-          for (auto& list : lists) {
-            std::vector<const prof::LegacyEvent*> stack;
-            for (const auto& e : list) {
-              if (e.kindStr() == std::string("push")) {
-                stack.push_back(&e);
-              } else if (e.kindStr() == std::string("pop") && !stack.empty()) {
-                const auto* start = stack.back();
-                stack.pop_back();
-                if (static_cast<int>(stack.size()) == depth) {
-                  auto& t = total[start->name()];
-                  t.first += start->cpuElapsedUs(e);
-                  t.second += 1;
-                }
-              }
-            }
-          }
-        }));
-    auto t0 = Clock::now();
-    f();
-    wall = ms_since(t0) * 1e3;
-  }
-  std::vector<std::pair<double, std::string>> v;
-  double sum = 0;
-  for (const auto& [name, t] : total) {
-    v.emplace_back(t.first, name + " x" + std::to_string(t.second));
-    sum += t.first;
-  }
-  std::sort(v.rbegin(), v.rend());
-  std::printf("# profile of %s: %.1f ms wall; operators at depth %d:\n", what.c_str(), wall / 1e3, depth);
-  for (int i = 0; i < top && i < static_cast<int>(v.size()); ++i)
-    std::printf("#   %9.2f ms  %s\n", v[static_cast<std::size_t>(i)].first / 1e3, v[static_cast<std::size_t>(i)].second.c_str());
-  std::printf("#   %9.2f ms  (outside)\n", (wall - sum) / 1e3);
-}
-
 struct RunOptions {
   std::string dtype = "bf16";
   int threads = 2;
@@ -237,15 +193,15 @@ int run(const fs::path& dir, const RunOptions& o) {
     if (o.skip_encoder)
       emb = seg.compute_embedding(cv::Mat(64, 64, CV_8UC3, cv::Scalar(128, 128, 128)));
     else
-      profile_ops("compute_embedding", [&] { emb = seg.compute_embedding(big); }, o.profile_depth);
+      lli::bench::profile_ops("compute_embedding", [&] { emb = seg.compute_embedding(big); }, o.profile_depth);
     pl::SamPrompt p;
     p.points = {{512, 400, true}};
     seg.segment(emb, p);
-    profile_ops("segment (1 point, best)", [&] { seg.segment(emb, p); }, o.profile_depth);
+    lli::bench::profile_ops("segment (1 point, best)", [&] { seg.segment(emb, p); }, o.profile_depth);
     pl::SamPrompt boxes;
     for (int i = 0; i < 16; ++i) boxes.boxes.push_back({10.0 + 20 * i, 10.0, 300.0 + 20 * i, 400.0});
     boxes.multimask = pl::SamMultimask::all;
-    profile_ops("segment (16 boxes, all: the decoder batch of --everything)", [&] { seg.segment(emb, boxes); },
+    lli::bench::profile_ops("segment (16 boxes, all: the decoder batch of --everything)", [&] { seg.segment(emb, boxes); },
                 o.profile_depth);
     return 0;
   }
