@@ -99,6 +99,22 @@ torch::Tensor ids_tensor(const std::vector<std::int64_t>& ids, std::size_t from)
   return torch::tensor(part, torch::kInt64).view({1, -1});  // [1, L]
 }
 
+// The model's identity for prompt caches: config.json, compute dtype, every parameter's name,
+// shape and first bytes.
+std::string model_fingerprint(const fs::path& dir, const m::LlavaImpl& model, const std::string& dtype) {
+  std::string fp = read_file((dir / "config.json").string()) + "\n" + dtype + "\n";
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
+    const auto& t = p.value();
+    fp += p.key() + c10::str(t.sizes());
+    if (t.is_cpu() && t.is_contiguous() && t.numel() > 0) {
+      const auto n = std::min<std::size_t>(32, static_cast<std::size_t>(t.numel()) * t.element_size());
+      fp.append(static_cast<const char*>(t.data_ptr()), n);
+    }
+    fp += "\n";
+  }
+  return sha256_hex(fp);
+}
+
 }  // namespace
 
 struct ChatSession::Impl {
@@ -154,9 +170,13 @@ struct ChatSession::Impl {
     cache.clear();
   }
 
-  // Prompt-cache identities: the model (config.json, compute dtype, every parameter's name, shape
-  // and first bytes) and the image (its pixels and the aspect mode).
-  std::string fingerprint;
+  // Prompt-cache identities, computed when first needed (not at load: reading the first bytes of
+  // every parameter touches one page of each): the model and the image (pixels + aspect mode).
+  mutable std::string fingerprint;
+  const std::string& model_hash() const {
+    if (fingerprint.empty()) fingerprint = model_fingerprint(dir, *model, dtype_choice_name(dtype_choice));
+    return fingerprint;
+  }
   mutable std::string image_sha;
   const std::string& image_hash() const {
     if (image_sha.empty() && !image.empty()) {
@@ -182,20 +202,6 @@ st::DType st_dtype(torch::ScalarType t) {
     case torch::kHalf: return st::DType::F16;
     default: throw RuntimeError("prompt cache: unsupported KV dtype " + std::string(c10::toString(t)));
   }
-}
-
-std::string model_fingerprint(const fs::path& dir, m::LlavaImpl& model, const std::string& dtype) {
-  std::string fp = read_file((dir / "config.json").string()) + "\n" + dtype + "\n";
-  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
-    const auto& t = p.value();
-    fp += p.key() + c10::str(t.sizes());
-    if (t.is_cpu() && t.is_contiguous() && t.numel() > 0) {
-      const auto n = std::min<std::size_t>(32, static_cast<std::size_t>(t.numel()) * t.element_size());
-      fp.append(static_cast<const char*>(t.data_ptr()), n);
-    }
-    fp += "\n";
-  }
-  return sha256_hex(fp);
 }
 
 }  // namespace
@@ -237,7 +243,6 @@ ChatSession ChatSession::load(const fs::path& dir, const ChatOptions& opts) {
   impl->eos_ids = cfg.text.eos_token_ids;
   if (std::find(impl->eos_ids.begin(), impl->eos_ids.end(), impl->tok->eos_id()) == impl->eos_ids.end())
     impl->eos_ids.push_back(impl->tok->eos_id());
-  impl->fingerprint = model_fingerprint(dir, *impl->model, dtype_choice_name(impl->dtype_choice));
   impl->load_ms = now_ms() - t0;
   log_debug("chat: loaded {} ({}, {}) in {:.0f} ms", dir.string(), dtype_choice_name(impl->dtype_choice),
             opts.device.str(), impl->load_ms);
@@ -265,7 +270,7 @@ void ChatSession::set_system(const std::string& system) { impl_->tmpl.system = s
 
 const std::vector<std::int64_t>& ChatSession::cached_tokens() const { return impl_->cached_ids; }
 
-const std::string& ChatSession::fingerprint() const { return impl_->fingerprint; }
+const std::string& ChatSession::fingerprint() const { return impl_->model_hash(); }
 
 bool ChatSession::save_prompt_cache(const fs::path& file) const {
   const Impl& s = *impl_;
@@ -288,7 +293,7 @@ bool ChatSession::save_prompt_cache(const fs::path& file) const {
   st::write_file(file, out,
                  {{"format", kPromptCacheFormat},
                   {"version", kPromptCacheVersion},
-                  {"model", s.fingerprint},
+                  {"model", s.model_hash()},
                   {"image", s.image_hash()}});
   return true;
 }
@@ -312,7 +317,7 @@ bool ChatSession::load_prompt_cache(const fs::path& file, std::string* why) {
   };
   if (get("format") != kPromptCacheFormat || get("version") != kPromptCacheVersion)
     return refuse("not an lli prompt cache (format " + get("format") + " version " + get("version") + ")");
-  if (get("model") != s.fingerprint) return refuse("made by another model or dtype");
+  if (get("model") != s.model_hash()) return refuse("made by another model or dtype");
   if (get("image") != s.image_hash()) return refuse("made for another image");
   std::map<std::string, st::TensorRef> all;
   for (const auto& t : f->tensors()) all[t.name] = t;
