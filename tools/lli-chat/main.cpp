@@ -258,7 +258,6 @@ void run_interactive(const CommonOptions& o, const ChatFlags& f, const SamplerCo
       } else {
         ChatAnswer a = ask_and_print(o, chat, cmd, cfg, stdout);
         if (sc.active()) record_exchange(sc, step, cmd, a);
-        save_prompt_cache(chat, f);
       }
     } catch (const InterruptedError&) {
       throw;
@@ -268,6 +267,7 @@ void run_interactive(const CommonOptions& o, const ChatFlags& f, const SamplerCo
       std::fprintf(stderr, "lli-chat: error: %s\n", e.what());
     }
   }
+  save_prompt_cache(chat, f);  // once, when the chat ends (/quit or end of input; not on Ctrl-C)
 }
 
 }  // namespace
