@@ -10,4 +10,8 @@ list(APPEND LLI_TORCH_SOURCES
   models/sam_prompt_encoder.cpp
   models/sam_mask_decoder.cpp
   models/sam.cpp
-  models/sam_preprocess.cpp)
+  models/sam_preprocess.cpp
+  models/clip_text.cpp
+  models/unet.cpp
+  models/gligen_position_net.cpp
+  models/vae.cpp)

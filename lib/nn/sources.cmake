@@ -3,4 +3,7 @@ list(APPEND LLI_TORCH_SOURCES
   nn/attention.cpp
   nn/clip_layer.cpp
   nn/linear_bf16.cpp
-  nn/attention_bf16.cpp)
+  nn/attention_bf16.cpp
+  nn/resnet_block.cpp
+  nn/diffusers_attention.cpp
+  nn/transformer_2d.cpp)

@@ -5,4 +5,8 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_llava.cpp
   model/test_sam.cpp
   model/test_linear_bf16.cpp
-  model/test_chat_pipeline.cpp)
+  model/test_chat_pipeline.cpp
+  model/test_clip_text.cpp
+  model/test_schedulers.cpp
+  model/test_unet.cpp
+  model/test_vae.cpp)

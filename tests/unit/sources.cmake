@@ -5,4 +5,5 @@ set(LLI_UNIT_TEST_SOURCES
   unit/test_classical.cpp
   unit/test_prompt.cpp
   unit/test_session.cpp
-  unit/test_registry.cpp)
+  unit/test_registry.cpp
+  unit/test_clip_tokenizer.cpp)

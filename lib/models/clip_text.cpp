@@ -1,0 +1,1 @@
+#include "models/clip_text.h"

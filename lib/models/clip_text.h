@@ -1,0 +1,3 @@
+// CLIP text encoder (transformers CLIPTextModel).
+// (placeholder: filled in by the GLIGEN generation work, issue 8)
+#pragma once

@@ -1,0 +1,1 @@
+#include "models/gligen_position_net.h"

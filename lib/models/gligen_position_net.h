@@ -1,0 +1,3 @@
+// GLIGEN position net (GLIGENTextBoundingboxProjection).
+// (placeholder: filled in by the GLIGEN generation work, issue 8)
+#pragma once

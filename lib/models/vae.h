@@ -1,0 +1,3 @@
+// diffusers AutoencoderKL.
+// (placeholder: filled in by the GLIGEN generation work, issue 8)
+#pragma once

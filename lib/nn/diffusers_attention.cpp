@@ -1,0 +1,1 @@
+#include "nn/diffusers_attention.h"

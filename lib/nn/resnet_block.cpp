@@ -1,0 +1,1 @@
+#include "nn/resnet_block.h"

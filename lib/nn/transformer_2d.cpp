@@ -1,0 +1,1 @@
+#include "nn/transformer_2d.h"

@@ -1,0 +1,1 @@
+#include "schedulers/scheduler.h"

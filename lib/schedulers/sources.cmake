@@ -1,0 +1,2 @@
+list(APPEND LLI_TORCH_SOURCES
+  schedulers/scheduler.cpp)

@@ -1,0 +1,1 @@
+#include "text/clip_tokenizer.h"
