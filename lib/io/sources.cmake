@@ -4,6 +4,7 @@ list(APPEND LLI_BASE_SOURCES
   io/prompt.cpp
   io/session.cpp
   io/registry.cpp
-  io/pil_resize.cpp)
+  io/pil_resize.cpp
+  io/png_text.cpp)
 list(APPEND LLI_TORCH_SOURCES
   io/tensor_io.cpp)

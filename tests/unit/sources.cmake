@@ -6,4 +6,5 @@ set(LLI_UNIT_TEST_SOURCES
   unit/test_prompt.cpp
   unit/test_session.cpp
   unit/test_registry.cpp
-  unit/test_clip_tokenizer.cpp)
+  unit/test_clip_tokenizer.cpp
+  unit/test_png_text.cpp)
