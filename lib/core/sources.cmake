@@ -1,5 +1,6 @@
 list(APPEND LLI_BASE_SOURCES
   core/fs.cpp
-  core/log.cpp)
+  core/log.cpp
+  core/version.cpp)
 list(APPEND LLI_TORCH_SOURCES
   core/device.cpp)

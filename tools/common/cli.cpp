@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <new>
 #include <opencv2/core.hpp>
@@ -197,6 +198,12 @@ void emit_result(const CommonOptions& o, const nlohmann::json& result, const std
     std::fprintf(out, "%s\n", human.c_str());
   }
   std::fflush(out);
+}
+
+std::string numbered(const std::string& path, std::size_t k, std::size_t n) {
+  if (n == 1) return path;
+  std::filesystem::path p(path);
+  return (p.parent_path() / (p.stem().string() + "-" + std::to_string(k) + p.extension().string())).string();
 }
 
 void no_backend(const std::string& what, const std::string& hint) {

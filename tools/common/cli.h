@@ -115,6 +115,10 @@ bool stdout_is_session(const CommonOptions& o);
 // Goes to stdout, or to stderr when stdout carries the session.
 void emit_result(const CommonOptions& o, const nlohmann::json& result, const std::string& human);
 
+// The k-th output path of n: `path` itself when n == 1, else <stem>-<k><ext> (mask.png ->
+// mask-0.png, mask-1.png, ...).
+std::string numbered(const std::string& path, std::size_t k, std::size_t n);
+
 // Errors for tools/operations whose model has not landed yet (exit 4).
 [[noreturn]] void no_backend(const std::string& what, const std::string& hint);
 

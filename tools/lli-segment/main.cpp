@@ -158,13 +158,6 @@ struct SamBackend {
   }
 };
 
-// The k-th output path of n: `path` itself when n == 1, else <stem>-<k><ext>.
-std::string numbered(const std::string& path, size_t k, size_t n) {
-  if (n == 1) return path;
-  fs::path p(path);
-  return (p.parent_path() / (p.stem().string() + "-" + std::to_string(k) + p.extension().string())).string();
-}
-
 cv::Mat union_of(const std::vector<MaskOut>& masks, cv::Size size) {
   cv::Mat u = cv::Mat::zeros(size, CV_8UC1);
   for (const auto& m : masks) cv::bitwise_or(u, m.mask, u);
