@@ -190,6 +190,25 @@ void pack_values(const std::uint16_t* vh, std::int64_t v_l, std::int64_t Lk, std
   }
 }
 
+// Softmax in fp32 of nb blocks of 16 scores whose lane-wise maximum is vmax; probabilities
+// rounded to bf16 into probs (masked lanes: exp(-inf) = 0), then two zero pads.
+LLI_BF16_TARGET inline void softmax_to_bf16(float* scores, std::int64_t nb, __m512 vmax, std::uint16_t* probs) {
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 vsum = _mm512_setzero_ps();
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const __m512 sc = _mm512_loadu_ps(scores + 16 * b);
+    const __mmask16 live = _mm512_cmp_ps_mask(sc, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    const __m512 e = _mm512_maskz_mov_ps(live, exp_nonpositive(_mm512_sub_ps(sc, mx)));
+    _mm512_storeu_ps(scores + 16 * b, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+  for (std::int64_t b = 0; b < nb; ++b)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs + 16 * b),
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(scores + 16 * b), inv)));
+  probs[16 * nb] = probs[16 * nb + 1] = 0;
+}
+
 // One query row against packed keys/values, the first n keys visible. scores: >= ceil(n/16)*16
 // floats; probs: >= ceil(n/16)*16 + 2 bf16.
 LLI_BF16_TARGET void attend_row_packed(const std::uint16_t* qrow, const std::uint16_t* kpk, const std::uint16_t* vpk,
@@ -234,21 +253,7 @@ LLI_BF16_TARGET void attend_row_packed(const std::uint16_t* qrow, const std::uin
                             (__m512bh)_mm512_loadu_si512(k0 + p * 32));
     finish(a0, jb);
   }
-  // Softmax in fp32; probabilities rounded to bf16 (masked lanes: exp(-inf) = 0).
-  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-  __m512 vsum = _mm512_setzero_ps();
-  for (std::int64_t b = 0; b < nb; ++b) {
-    const __m512 sc = _mm512_loadu_ps(scores + 16 * b);
-    const __mmask16 live = _mm512_cmp_ps_mask(sc, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-    const __m512 e = _mm512_maskz_mov_ps(live, exp_nonpositive(_mm512_sub_ps(sc, mx)));
-    _mm512_storeu_ps(scores + 16 * b, e);
-    vsum = _mm512_add_ps(vsum, e);
-  }
-  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
-  for (std::int64_t b = 0; b < nb; ++b)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs + 16 * b),
-                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(scores + 16 * b), inv)));
-  probs[16 * nb] = probs[16 * nb + 1] = 0;
+  softmax_to_bf16(scores, nb, vmax, probs);
   // Weighted sum of values: two keys per dot-product step, fp32 accumulators.
   const std::int64_t nc = D16 / 16, nt = (n + 1) / 2;
   __m512 acc[16];
@@ -265,6 +270,142 @@ LLI_BF16_TARGET void attend_row_packed(const std::uint16_t* qrow, const std::uin
     const std::int64_t left = D - 16 * c;
     const __mmask16 m = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
     _mm256_mask_storeu_epi16(out + 16 * c, m, (__m256i)_mm512_cvtneps_pbh(acc[c]));
+  }
+}
+
+// ---- many query rows, all keys visible: kRowBlock rows share each packed key / value load ----
+// Each row's arithmetic is attend_row_packed's, in the same order (bit-identical results); the
+// rows of a block reuse every key and value vector loaded, where one row at a time re-reads the
+// head's packed keys and values from L2 for every query (bandwidth-bound for small head dims).
+constexpr int kRowBlock = 4;
+
+// Query row -> bf16 pairs as one 32-bit word each (D <= 256: 128 words).
+inline void query_pairs(const std::uint16_t* qrow, std::int64_t D, std::uint32_t* qw) {
+  const std::int64_t P = (D + 1) / 2;
+  for (std::int64_t p = 0; p < P; ++p)
+    qw[p] = static_cast<std::uint32_t>(qrow[2 * p]) |
+            (2 * p + 1 < D ? static_cast<std::uint32_t>(qrow[2 * p + 1]) << 16 : 0u);
+}
+
+// Scores of kRowBlock rows (qw: kRowBlock x 128 pair words) against all n keys; row r's scores
+// go to scores + r * ld and their lane-wise maximum to vmax[r].
+LLI_BF16_TARGET void scores_block(const std::uint32_t* qw, const std::uint16_t* kpk, std::int64_t n, std::int64_t D,
+                                  bool divide, float divisor, float* scores, std::int64_t ld, __m512* vmax) {
+  constexpr int R = kRowBlock;
+  const std::int64_t P = (D + 1) / 2, nb = (n + 15) / 16;
+  const __m512 vdiv = _mm512_set1_ps(divisor);
+  __m512 mx[R];
+  for (int r = 0; r < R; ++r) mx[r] = _mm512_set1_ps(-INFINITY);
+  auto finish = [&](__m512 acc, int r, std::int64_t blk) LLI_BF16_TARGET {
+    __m512 sc = round_bf16x16(acc);
+    if (divide) sc = round_bf16x16(_mm512_div_ps(sc, vdiv));
+    const std::int64_t left = n - 16 * blk;
+    if (left < 16) sc = _mm512_mask_blend_ps(static_cast<__mmask16>((1u << left) - 1), _mm512_set1_ps(-INFINITY), sc);
+    _mm512_storeu_ps(scores + r * ld + 16 * blk, sc);
+    mx[r] = _mm512_max_ps(mx[r], sc);
+  };
+  std::int64_t jb = 0;
+  for (; jb + 4 <= nb; jb += 4) {
+    __m512 a[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) a[r][c] = _mm512_setzero_ps();
+    const std::uint16_t* k0 = kpk + jb * P * 32;
+    for (std::int64_t p = 0; p < P; ++p) {
+      const __m512bh k0v = (__m512bh)_mm512_loadu_si512(k0 + p * 32);
+      const __m512bh k1v = (__m512bh)_mm512_loadu_si512(k0 + (P + p) * 32);
+      const __m512bh k2v = (__m512bh)_mm512_loadu_si512(k0 + (2 * P + p) * 32);
+      const __m512bh k3v = (__m512bh)_mm512_loadu_si512(k0 + (3 * P + p) * 32);
+      for (int r = 0; r < R; ++r) {
+        const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(qw[r * 128 + p]));
+        a[r][0] = _mm512_dpbf16_ps(a[r][0], qb, k0v);
+        a[r][1] = _mm512_dpbf16_ps(a[r][1], qb, k1v);
+        a[r][2] = _mm512_dpbf16_ps(a[r][2], qb, k2v);
+        a[r][3] = _mm512_dpbf16_ps(a[r][3], qb, k3v);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) finish(a[r][c], r, jb + c);
+  }
+  for (; jb < nb; ++jb) {
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    const std::uint16_t* k0 = kpk + jb * P * 32;
+    for (std::int64_t p = 0; p < P; ++p) {
+      const __m512bh kv = (__m512bh)_mm512_loadu_si512(k0 + p * 32);
+      for (int r = 0; r < R; ++r)
+        a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(qw[r * 128 + p])), kv);
+    }
+    for (int r = 0; r < R; ++r) finish(a[r], r, jb);
+  }
+  for (int r = 0; r < R; ++r) vmax[r] = mx[r];
+}
+
+// Weighted sums of R rows of probabilities (row r at probs + r * lp, n keys) over the packed
+// values: NC chunks of 16 output lanes (D rounded up to 16 = 16 NC).
+template <int R, int NC>
+LLI_BF16_TARGET void values_block(const std::uint16_t* probs, std::int64_t lp, const std::uint16_t* vpk, std::int64_t n,
+                                  std::int64_t D, std::uint16_t* out, std::int64_t lo) {
+  constexpr std::int64_t D16 = 16 * NC;
+  const std::int64_t nt = (n + 1) / 2;
+  __m512 acc[R][NC];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (std::int64_t t = 0; t < nt; ++t) {
+    __m512bh pb[R];
+    for (int r = 0; r < R; ++r) {
+      std::uint32_t pw;
+      std::memcpy(&pw, probs + r * lp + 2 * t, sizeof pw);
+      pb[r] = (__m512bh)_mm512_set1_epi32(static_cast<int>(pw));
+    }
+    const std::uint16_t* vr = vpk + t * D16 * 2;
+    for (int c = 0; c < NC; ++c) {
+      const __m512bh v = (__m512bh)_mm512_loadu_si512(vr + 32 * c);
+      for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pb[r], v);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < NC; ++c) {
+      const std::int64_t left = D - 16 * c;
+      const __mmask16 m = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+      _mm256_mask_storeu_epi16(out + r * lo + 16 * c, m, (__m256i)_mm512_cvtneps_pbh(acc[r][c]));
+    }
+}
+
+// Rows per values_block call for NC output chunks (R * NC accumulators + R broadcasts + 1 value
+// vector within the 32 vector registers).
+constexpr int value_rows(int nc) { return nc <= 6 ? 4 : nc <= 13 ? 2 : 1; }
+
+template <int NC>
+LLI_BF16_TARGET void values_rows(const std::uint16_t* probs, std::int64_t lp, const std::uint16_t* vpk, std::int64_t n,
+                                 std::int64_t D, std::uint16_t* out, std::int64_t lo) {
+  constexpr int R = value_rows(NC);
+  for (int r0 = 0; r0 < kRowBlock; r0 += R)
+    values_block<R, NC>(probs + r0 * lp, lp, vpk, n, D, out + r0 * lo, lo);
+}
+
+// kRowBlock consecutive query rows (row stride D) against packed keys/values, all n keys visible.
+// scores: kRowBlock * ld floats, probs: kRowBlock * lp bf16 (ld = 16 nb, lp = 16 nb + 2).
+LLI_BF16_TARGET void attend_rows_packed(const std::uint16_t* qrows, const std::uint16_t* kpk, const std::uint16_t* vpk,
+                                        std::int64_t n, std::int64_t D, bool divide, float divisor, float* scores,
+                                        std::uint16_t* probs, std::uint16_t* out) {
+  const std::int64_t nb = (n + 15) / 16, ld = 16 * nb, lp = 16 * nb + 2;
+  std::uint32_t qw[kRowBlock * 128];
+  for (int r = 0; r < kRowBlock; ++r) query_pairs(qrows + r * D, D, qw + r * 128);
+  __m512 vmax[kRowBlock];
+  scores_block(qw, kpk, n, D, divide, divisor, scores, ld, vmax);
+  for (int r = 0; r < kRowBlock; ++r) softmax_to_bf16(scores + r * ld, nb, vmax[r], probs + r * lp);
+  switch ((D + 15) / 16) {
+#define LLI_VALUES_CASE(nc) \
+  case nc:                  \
+    values_rows<nc>(probs, lp, vpk, n, D, out, D); \
+    break;
+    LLI_VALUES_CASE(1) LLI_VALUES_CASE(2) LLI_VALUES_CASE(3) LLI_VALUES_CASE(4) LLI_VALUES_CASE(5)
+    LLI_VALUES_CASE(6) LLI_VALUES_CASE(7) LLI_VALUES_CASE(8) LLI_VALUES_CASE(9) LLI_VALUES_CASE(10)
+    LLI_VALUES_CASE(11) LLI_VALUES_CASE(12) LLI_VALUES_CASE(13) LLI_VALUES_CASE(14) LLI_VALUES_CASE(15)
+    LLI_VALUES_CASE(16)
+#undef LLI_VALUES_CASE
+    default:
+      break;
   }
 }
 
@@ -329,8 +470,8 @@ torch::Tensor attention_bf16(const torch::Tensor& q0, const torch::Tensor& k, co
       thread_local std::vector<float> scores;
       kpk.resize(static_cast<std::size_t>(nb * P * 32));
       vpk.resize(static_cast<std::size_t>((Lk + 1) / 2 * D16 * 2));
-      probs.resize(static_cast<std::size_t>(nb * 16 + 2));
-      scores.resize(static_cast<std::size_t>(nb * 16));
+      probs.resize(static_cast<std::size_t>(kRowBlock * (nb * 16 + 2)));
+      scores.resize(static_cast<std::size_t>(kRowBlock * nb * 16));
       std::int64_t packed = -1;  // (b, hk) currently packed
       for (std::int64_t t = t0; t < t1; ++t) {
         const auto b = t / H, h = t % H, hk = h / n_rep;
@@ -339,7 +480,14 @@ torch::Tensor attention_bf16(const torch::Tensor& q0, const torch::Tensor& k, co
           pack_values(vp + b * vs.b + hk * vs.h, vs.l, Lk, D, vpk.data());
           packed = b * Hkv + hk;
         }
-        for (std::int64_t i = 0; i < Lq; ++i) {
+        std::int64_t i = 0;
+        if (!opt.causal)  // blocks of kRowBlock rows, then the rest one by one
+          for (; i + kRowBlock <= Lq; i += kRowBlock) {
+            const auto row = (t * Lq + i) * D;
+            attend_rows_packed(qp + row, kpk.data(), vpk.data(), Lk, D, divide, divisor, scores.data(), probs.data(),
+                               op + row);
+          }
+        for (; i < Lq; ++i) {
           const std::int64_t n = opt.causal ? std::min(Lk, i + opt.causal_offset + 1) : Lk;
           const auto row = (t * Lq + i) * D;
           if (n <= 0) {
