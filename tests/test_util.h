@@ -22,6 +22,19 @@ inline fs::path shared_dir() {
   return fs::is_directory(p, ec) ? fs::canonical(p) : fs::path();
 }
 
+// The message of the E that f throws, or "<no error>".
+template <class E, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+inline bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
+
 // A fresh temporary directory removed at scope exit.
 struct TempDir {
   fs::path path;

@@ -7,7 +7,7 @@
 // Encoding (what `tokenizer(text)` gives in Python):
 //   1. added tokens (tokenizer_config.json added_tokens_decoder, added_tokens.json and the special
 //      tokens bos/eos/unk/pad/additional_special_tokens) are split out of the text by exact,
-//      leftmost-longest match; their lstrip/rstrip/single_word flags are honoured;
+//      leftmost-longest match; their lstrip/rstrip/single_word flags are honoured (text/added_tokens.h);
 //   2. the pieces between them are encoded with SentencePiece:
 //      legacy = true : every piece gets SentencePiece's dummy prefix ("\nWhat" -> "▁", "<0x0A>", ...);
 //      legacy = false: the model's add_dummy_prefix is switched off, "▁" is prepended to the whole text
@@ -24,22 +24,10 @@
 #include <string_view>
 #include <vector>
 
+#include "text/added_tokens.h"
 #include "text/sentencepiece.h"
 
 namespace lli::text {
-
-using TokenId = std::int64_t;
-
-// One entry of added_tokens_decoder (or added_tokens.json / a special token).
-struct AddedToken {
-  std::string content;
-  TokenId id = -1;
-  bool special = false;
-  bool lstrip = false;
-  bool rstrip = false;
-  bool single_word = false;
-  bool normalized = false;
-};
 
 struct LlamaTokenizerOptions {
   std::optional<bool> legacy;  // override tokenizer_config.json's `legacy` (absent there = true)
@@ -86,24 +74,18 @@ class LlamaTokenizer {
   bool legacy() const { return legacy_; }
   bool add_bos_token() const { return add_bos_; }
   bool add_eos_token() const { return add_eos_; }
-  std::int64_t sp_vocab_size() const;                                     // pieces in tokenizer.model
-  std::int64_t vocab_size() const;                                        // including added tokens (len(tokenizer))
-  const std::vector<AddedToken>& added_tokens() const { return added_; }  // sorted by id
+  std::int64_t sp_vocab_size() const;  // pieces in tokenizer.model
+  std::int64_t vocab_size() const;     // including added tokens (len(tokenizer))
+  const std::vector<AddedToken>& added_tokens() const { return added_.tokens(); }  // sorted by id
 
  private:
   LlamaTokenizer() = default;
   std::vector<std::string> sp_tokenize(const std::string& text) const;  // _tokenize
   std::string pieces_to_string(std::vector<std::string> pieces) const;  // convert_tokens_to_string
-  const AddedToken* added_by_content(const std::string& s) const;
-  const AddedToken* added_by_id(TokenId id) const;
 
   std::optional<SentencePiece> sp_;  // always set after load()
   std::string source_;               // directory, for messages
-  std::vector<AddedToken> added_;
-  std::map<std::string, std::size_t> added_by_content_;
-  std::map<TokenId, std::size_t> added_by_id_;
-  std::vector<std::string> special_contents_;  // all_special_tokens
-  std::vector<std::string> additional_special_;
+  AddedVocab added_;                 // added and special tokens
   TokenId bos_id_ = 1, eos_id_ = 2, unk_id_ = 0, pad_id_ = -1;
   std::string unk_token_ = "<unk>";
   bool legacy_ = true;

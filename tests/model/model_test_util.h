@@ -1,5 +1,5 @@
 // Helpers shared by the model (libtorch) tests: golden-fixture loading, tensor comparison,
-// activation recording through nn::Tap, image reading, error-message capture.
+// activation recording through nn::Tap, image reading (error_of / has: test_util.h).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -16,6 +16,7 @@
 #include "lli/safetensors.h"
 #include "lli/tensor_io.h"
 #include "nn/tap.h"
+#include "test_util.h"  // error_of, has
 
 namespace lli::test {
 
@@ -57,18 +58,5 @@ inline cv::Mat read_rgb(const std::filesystem::path& p) {
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   return rgb;
 }
-
-// The message of the E that f throws, or "<no error>".
-template <class E, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-inline bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
 
 }  // namespace lli::test
