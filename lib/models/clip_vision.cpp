@@ -7,41 +7,15 @@
 
 namespace lli::models {
 
-nn::CLIPLayerConfig CLIPVisionConfig::layer_config() const {
-  nn::CLIPLayerConfig c;
-  c.hidden_size = hidden_size;
-  c.intermediate_size = intermediate_size;
-  c.n_head = num_attention_heads;
-  c.layer_norm_eps = layer_norm_eps;
-  c.act = hidden_act;
-  c.causal = false;
-  return c;
-}
-
 CLIPVisionConfig parse_clip_vision_config(const ConfigReader& r, const CLIPVisionConfig& base) {
   CLIPVisionConfig c = base;
-  c.hidden_size = r.get_int("hidden_size", c.hidden_size);
-  c.intermediate_size = r.get_int("intermediate_size", c.intermediate_size);
-  c.projection_dim = r.get_int("projection_dim", c.projection_dim);
-  c.num_hidden_layers = r.get_int("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = r.get_int("num_attention_heads", c.num_attention_heads);
+  parse_clip_encoder_config(r, c);
   c.num_channels = r.get_int("num_channels", c.num_channels);
   c.image_size = r.get_int("image_size", c.image_size);
   c.patch_size = r.get_int("patch_size", c.patch_size);
-  if (r.has("hidden_act"))
-    c.hidden_act = nn::parse_activation(r.get_string("hidden_act", ""), r.where("hidden_act"));
-  c.layer_norm_eps = r.get_double("layer_norm_eps", c.layer_norm_eps);
-
-  r.require_positive("hidden_size", c.hidden_size);
-  r.require_positive("intermediate_size", c.intermediate_size);
-  r.require_positive("num_hidden_layers", c.num_hidden_layers);
-  r.require_positive("num_attention_heads", c.num_attention_heads);
   r.require_positive("num_channels", c.num_channels);
   r.require_positive("image_size", c.image_size);
   r.require_positive("patch_size", c.patch_size);
-  if (c.hidden_size % c.num_attention_heads != 0)
-    throw ModelError(r.where("hidden_size") + ": " + std::to_string(c.hidden_size) +
-                     " is not divisible by num_attention_heads " + std::to_string(c.num_attention_heads));
   if (c.image_size % c.patch_size != 0)
     throw ModelError(r.where("image_size") + ": " + std::to_string(c.image_size) +
                      " is not a multiple of patch_size " + std::to_string(c.patch_size));
@@ -76,18 +50,10 @@ torch::Tensor CLIPVisionEmbeddingsImpl::forward(const torch::Tensor& pixel_value
   return emb + position_embedding->weight.unsqueeze(0);  // position_ids = arange(1 + P)
 }
 
-CLIPEncoderImpl::CLIPEncoderImpl(const nn::CLIPLayerConfig& cfg, std::int64_t n_layer) {
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (std::int64_t i = 0; i < n_layer; ++i) {
-    layer_list.push_back(nn::CLIPEncoderLayer(cfg));
-    layers->push_back(layer_list.back());
-  }
-}
-
 CLIPVisionTransformerImpl::CLIPVisionTransformerImpl(const CLIPVisionConfig& cfg) {
   embeddings = register_module("embeddings", CLIPVisionEmbeddings(cfg));
   pre_layrnorm = register_module("pre_layrnorm", nn::LayerNorm(cfg.hidden_size, cfg.layer_norm_eps));
-  encoder = register_module("encoder", CLIPEncoder(cfg.layer_config(), cfg.num_hidden_layers));
+  encoder = register_module("encoder", nn::CLIPEncoder(cfg.layer_config(), cfg.num_hidden_layers));
   post_layernorm = register_module("post_layernorm", nn::LayerNorm(cfg.hidden_size, cfg.layer_norm_eps));
 }
 
@@ -109,11 +75,10 @@ std::vector<torch::Tensor> CLIPVisionModelImpl::hidden_states(const torch::Tenso
   auto h = vm.pre_layrnorm(vm.embeddings(pixel_values));  // [B, T, D]
   nn::tap_if(tap, "vision.hidden_state", 0, h);
   states.push_back(h);
-  for (std::int64_t i = 0; i < up_to; ++i) {
-    h = vm.encoder->layer_list[static_cast<std::size_t>(i)]->forward(h);
-    nn::tap_if(tap, "vision.hidden_state", i + 1, h);
-    states.push_back(h);
-  }
+  vm.encoder->forward(h, /*mask=*/{}, up_to, [&](std::int64_t i, const torch::Tensor& x) {
+    nn::tap_if(tap, "vision.hidden_state", i + 1, x);
+    states.push_back(x);
+  });
   return states;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "models/clip_config.h"
 #include "models/config_json.h"
 #include "nn/activation.h"
 #include "nn/clip_layer.h"
@@ -18,21 +19,21 @@
 namespace lli::models {
 
 // Defaults = transformers' CLIPVisionConfig() (ViT-B/32).
-struct CLIPVisionConfig {
-  std::int64_t hidden_size = 768;
-  std::int64_t intermediate_size = 3072;
-  std::int64_t projection_dim = 512;  // unused here (no visual projection in CLIPVisionModel)
-  std::int64_t num_hidden_layers = 12;
-  std::int64_t num_attention_heads = 12;
+struct CLIPVisionConfig : CLIPEncoderConfig {
+  CLIPVisionConfig() {
+    hidden_size = 768;
+    intermediate_size = 3072;
+    projection_dim = 512;  // unused here (no visual projection in CLIPVisionModel)
+    num_hidden_layers = 12;
+    num_attention_heads = 12;
+  }
   std::int64_t num_channels = 3;
   std::int64_t image_size = 224;
   std::int64_t patch_size = 32;
-  nn::Activation hidden_act = nn::Activation::quick_gelu;
-  double layer_norm_eps = 1e-5;
 
   std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   std::int64_t num_positions() const { return num_patches() + 1; }
-  nn::CLIPLayerConfig layer_config() const;
+  nn::CLIPLayerConfig layer_config() const { return encoder_layer_config(/*causal=*/false); }
 };
 
 // Reads a vision_config object; every absent key keeps the value already in `base`
@@ -51,18 +52,11 @@ struct CLIPVisionEmbeddingsImpl : torch::nn::Module {
 };
 TORCH_MODULE(CLIPVisionEmbeddings);
 
-struct CLIPEncoderImpl : torch::nn::Module {
-  explicit CLIPEncoderImpl(const nn::CLIPLayerConfig& cfg, std::int64_t n_layer);
-  torch::nn::ModuleList layers{nullptr};  // of nn::CLIPEncoderLayer
-  std::vector<nn::CLIPEncoderLayer> layer_list;
-};
-TORCH_MODULE(CLIPEncoder);
-
 struct CLIPVisionTransformerImpl : torch::nn::Module {
   explicit CLIPVisionTransformerImpl(const CLIPVisionConfig& cfg);
   CLIPVisionEmbeddings embeddings{nullptr};
   nn::LayerNorm pre_layrnorm{nullptr};  // (sic) the checkpoint's spelling
-  CLIPEncoder encoder{nullptr};
+  nn::CLIPEncoder encoder{nullptr};
   nn::LayerNorm post_layernorm{nullptr};  // for pooled output; LLaVA does not use it
 };
 TORCH_MODULE(CLIPVisionTransformer);

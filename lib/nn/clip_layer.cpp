@@ -1,4 +1,4 @@
-// Ref: transformers/models/clip/modeling_clip.py CLIPEncoderLayer (v4.45), eager attention.
+// Ref: transformers/models/clip/modeling_clip.py CLIPEncoder / CLIPEncoderLayer (v4.45), eager attention.
 #include "nn/clip_layer.h"
 
 #include <cmath>
@@ -56,6 +56,28 @@ CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPLayerConfig& cfg) {
 torch::Tensor CLIPEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   auto h = x + self_attn(layer_norm1(x), mask);
   return h + mlp(layer_norm2(h));
+}
+
+CLIPEncoderImpl::CLIPEncoderImpl(const CLIPLayerConfig& cfg, std::int64_t n_layer) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < n_layer; ++i) {
+    layer_list.push_back(CLIPEncoderLayer(cfg));
+    layers->push_back(layer_list.back());
+  }
+}
+
+torch::Tensor CLIPEncoderImpl::forward(torch::Tensor x, const torch::Tensor& mask, std::int64_t n,
+                                       const std::function<void(std::int64_t, const torch::Tensor&)>& each) {
+  const auto total = static_cast<std::int64_t>(layer_list.size());
+  if (n < 0) n = total;
+  if (n > total)
+    throw RuntimeError("CLIP encoder: " + std::to_string(n) + " layers requested, the model has " +
+                       std::to_string(total));
+  for (std::int64_t i = 0; i < n; ++i) {
+    x = layer_list[static_cast<std::size_t>(i)]->forward(x, mask);
+    if (each) each(i, x);
+  }
+  return x;
 }
 
 }  // namespace lli::nn

@@ -1,13 +1,16 @@
-// One CLIP encoder layer (pre-LN transformer block), shared by the CLIP vision tower (LLaVA) and
-// the CLIP text encoder (Stable Diffusion, causal). Registered names follow transformers'
-// CLIPEncoderLayer state_dict: self_attn.{q,k,v,out}_proj, layer_norm1, mlp.fc1, mlp.fc2,
-// layer_norm2.
-// Ref: transformers/models/clip/modeling_clip.py CLIPEncoderLayer / CLIPAttention / CLIPMLP (v4.45).
+// The CLIP encoder (pre-LN transformer blocks), shared by the CLIP vision tower (LLaVA, OWL) and
+// the CLIP text encoder (Stable Diffusion, OWL; causal). Registered names follow transformers'
+// CLIPEncoder state_dict: layers.N.{self_attn.{q,k,v,out}_proj, layer_norm1, mlp.fc1, mlp.fc2,
+// layer_norm2}.
+// Ref: transformers/models/clip/modeling_clip.py CLIPEncoder / CLIPEncoderLayer / CLIPAttention /
+//      CLIPMLP (v4.45).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "nn/activation.h"
 #include "nn/layers.h"
@@ -53,5 +56,19 @@ struct CLIPEncoderLayerImpl : torch::nn::Module {
   LayerNorm layer_norm2{nullptr};
 };
 TORCH_MODULE(CLIPEncoderLayer);
+
+// The `layers` ModuleList of n_layer encoder layers.
+struct CLIPEncoderImpl : torch::nn::Module {
+  CLIPEncoderImpl(const CLIPLayerConfig& cfg, std::int64_t n_layer);
+  // Runs the first `n` layers (-1: all) on x: [B, T, D] with the additive `mask` (undefined or
+  // broadcastable to [B, H, T, T]; the layers add the causal part themselves when configured so).
+  // `each(i, h)` is called with the output of layer i (0-based). Returns the last output [B, T, D].
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask = {}, std::int64_t n = -1,
+                        const std::function<void(std::int64_t, const torch::Tensor&)>& each = {});
+
+  torch::nn::ModuleList layers{nullptr};  // of CLIPEncoderLayer
+  std::vector<CLIPEncoderLayer> layer_list;
+};
+TORCH_MODULE(CLIPEncoder);
 
 }  // namespace lli::nn
