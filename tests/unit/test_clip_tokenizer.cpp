@@ -244,17 +244,22 @@ TEST_CASE("clip tokenizer: OWL's pad token '!' is split out of queries and pads 
   CHECK(b.ids[1] == std::vector<TokenId>{49406, 2781, 0, 0, 320, 2368, 49407, 0, 0, 0, 0, 0, 0, 0, 0, 0});
   CHECK(CLIPTokenizer::load(clip_dir()).encode("wow!! a cat") ==
         std::vector<TokenId>{49406, 2781, 748, 320, 2368, 49407});
+}
 
-  // Reference ids of the owlv2-tiny-a queries, when the shared fixtures are present.
-  const fs::path owl = shared_dir().empty() ? fs::path() : shared_dir() / "fixtures" / "owlv2-tiny-a";
+TEST_CASE("clip tokenizer: owlv2-tiny-a and owlvit-tiny-a queries give the reference input_ids (shared fixtures)") {
+  const fs::path shared = shared_dir();
   std::error_code ec;
-  if (owl.empty() || !fs::exists(owl / "golden.safetensors", ec))
+  if (shared.empty() || !fs::exists(shared / "fixtures" / "owlv2-tiny-a" / "golden.safetensors", ec))
     LLI_SKIP("../shared/fixtures/owlv2-tiny-a not present");
-  const auto owl_tok = CLIPTokenizer::load(owl);
-  const auto queries = read_json(owl / "case.json")["queries"].get<std::vector<std::string>>();
-  const auto ob = owl_tok.encode_batch(queries, Padding::max_length);
-  CHECK(ob.ids == golden_rows(owl / "golden.safetensors", "input_ids"));
-  CHECK(ob.attention_mask == golden_rows(owl / "golden.safetensors", "attention_mask"));
+  for (const char* name : {"owlv2-tiny-a", "owlvit-tiny-a"}) {
+    INFO(name);
+    const fs::path owl = shared / "fixtures" / name;
+    const auto tok = CLIPTokenizer::load(owl);
+    const auto queries = read_json(owl / "case.json")["queries"].get<std::vector<std::string>>();
+    const auto b = tok.encode_batch(queries, Padding::max_length);
+    CHECK(b.ids == golden_rows(owl / "golden.safetensors", "input_ids"));
+    CHECK(b.attention_mask == golden_rows(owl / "golden.safetensors", "attention_mask"));
+  }
 }
 
 TEST_CASE("clip tokenizer: decode and token lookups") {
