@@ -3,4 +3,5 @@ list(APPEND LLI_BASE_SOURCES
   pipelines/inpaint_telea.cpp)
 list(APPEND LLI_TORCH_SOURCES
   pipelines/chat.cpp
-  pipelines/segment_sam.cpp)
+  pipelines/segment_sam.cpp
+  pipelines/generate.cpp)

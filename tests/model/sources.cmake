@@ -9,4 +9,5 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_clip_text.cpp
   model/test_schedulers.cpp
   model/test_unet.cpp
-  model/test_vae.cpp)
+  model/test_vae.cpp
+  model/test_generate.cpp)
