@@ -389,7 +389,13 @@ GenerateResult GLIGENGenerator::generate(const GenerateRequest& req) {
       m.tap(req, "first_latent", -1, latents);
     }
     if (inpaint_latent.defined()) {
-      auto noise = torch::randn(inpaint_latent.sizes(), noise_gen, torch::TensorOptions().dtype(torch::kFloat32))
+      // randn_like(gligen_inpaint_latent): the reference's latent is channels-last (the image tensor
+      // is an NHWC numpy array viewed as NCHW, and the VAE's convolutions keep that layout), so the
+      // draw fills it in memory order on torch's serial path; the same layout gives the same values.
+      auto noise = torch::empty(inpaint_latent.sizes(),
+                                torch::TensorOptions().dtype(torch::kFloat32).memory_format(torch::MemoryFormat::ChannelsLast))
+                       .normal_(0, 1, noise_gen)
+                       .contiguous()
                        .to(inpaint_latent.device());
       m.tap(req, "inpaint_step_noise", i, noise);
       auto known = sched->add_noise(inpaint_latent, noise, t).expand_as(latents);

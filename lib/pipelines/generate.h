@@ -37,9 +37,10 @@
 // step re-noises the known region with fresh noise (scheduler.add_noise) and blends
 // noisy_known * mask + latents * (1 - mask) before the UNet. The reference draws these (posterior
 // sample, first latent, per-step noise, in that order) from torch's GLOBAL generator: here they come
-// from a second CPU generator seeded with `noise_seed` (default: `seed`), so a diffusers run made
-// after torch.manual_seed(noise_seed) with generator=torch.Generator().manual_seed(seed) is
-// reproduced exactly.
+// from a second CPU generator seeded with `noise_seed` (default: `seed`), in the reference's memory
+// layouts (its per-step noise fills a channels-last tensor), so a diffusers run made after
+// torch.manual_seed(noise_seed) with generator=torch.Generator().manual_seed(seed) is reproduced
+// exactly.
 #pragma once
 
 #include <opencv2/core.hpp>

@@ -189,3 +189,44 @@ TEST_CASE("generate: request validation names the problem") {
   bad([](p::GenerateRequest& r) { r.boxes[1].x1 = 1.2; }, "not a box");
   bad([](p::GenerateRequest& r) { r.init_noise.assign(5, 0.f); }, "initial noise");
 }
+
+TEST_CASE("generate: gligen-inpaint-tiny-a inpainting run from the seeds matches diffusers") {
+  const fs::path dir = fixtures_dir() / "gligen-inpaint-tiny-a";
+  std::ifstream in(dir / "case.json");
+  REQUIRE(in.good());
+  const auto c = nlohmann::json::parse(in);
+  auto golden = lli::test::load_golden(dir / "golden.safetensors");
+  p::GLIGENGenerator gen(dir, f32());
+  CHECK(gen.info().inpainting);
+  auto req = fixture_request(c);
+  req.seed = 43;        // generator=torch.Generator().manual_seed(43): the discarded 9-channel draw
+  req.noise_seed = 1234;  // torch.manual_seed(1234) before the call: the global-RNG draws
+  req.inpaint_image = cv::imread((dir / "inpaint_input.png").string(), cv::IMREAD_COLOR);
+  REQUIRE(!req.inpaint_image.empty());
+  Run run = run_with_tap(gen, req);
+
+  CHECK(max_abs_diff(run.seen["init_noise"][0], golden["pipe_init_noise_9ch_unused"]) == 0);
+  check_close("inpaint_image_tensor", run.seen["inpaint_image_tensor"][0], golden["inpaint_image_tensor"], 1e-6, 0);
+  check_close("inpaint_latent_scaled", run.seen["inpaint_latent_scaled"][0], golden["inpaint_latent_scaled"], 1e-5, 1e-5);
+  CHECK(max_abs_diff(run.seen["inpaint_mask"][0], golden["inpaint_mask"]) == 0);
+  CHECK(max_abs_diff(run.seen["first_latent"][0], golden["pipe_init_latent_used"]) == 0);
+  CHECK(max_abs_diff(stacked(run.seen["inpaint_step_noise"]), golden["inpaint_step_noise"]) == 0);
+  check_close("posnet_objs", run.seen["posnet_objs"][0], golden["posnet_objs"], 1e-5, 1e-5);
+  check_close("pipe_unet_sample_in", stacked(run.seen["unet_sample_in"]), golden["pipe_unet_sample_in"], 1e-4, 1e-4);
+  check_close("pipe_noise_pred_raw", stacked(run.seen["noise_pred_raw"]), golden["pipe_noise_pred_raw"], 1e-4, 1e-4);
+  check_close("pipe_latents_after_step", stacked(run.seen["latents_after_step"]), golden["pipe_latents_after_step"], 1e-4, 1e-4);
+  check_close("pipe_image", run.seen["image"][0], golden["pipe_image"], 1e-4, 0);
+
+  // The reference's centre crop + LANCZOS resize of a non-square input.
+  cv::Mat pre = cv::imread((dir / "preproc_input.png").string(), cv::IMREAD_COLOR);
+  REQUIRE(!pre.empty());
+  req.inpaint_image = pre;
+  req.steps = 1;
+  Run run2 = run_with_tap(gen, req);
+  auto want = golden["preproc_center_crop_resize_u8"].to(torch::kFloat32).permute({2, 0, 1}).unsqueeze(0) / 255.0 * 2 - 1;
+  check_close("preproc_center_crop_resize", run2.seen["inpaint_image_tensor"][0], want, 1e-6, 0);
+
+  // A generation checkpoint refuses an image to inpaint, and the inpainting one needs it.
+  req.inpaint_image = cv::Mat();
+  CHECK(lli::test::has(lli::test::error_of<lli::UsageError>([&] { gen.validate(req); }), "inpainting checkpoint"));
+}
