@@ -256,7 +256,8 @@ TEST_CASE("cli: malformed inputs give their exit code, one line, and no output f
       {"lli-chat -i " + img + " --device tpu 'what?'", 2, "tpu"},
       {"lli-chat -i " + img + " --dtype f8 'what?'", 2, "f8"},
       {"lli-chat -i " + img + " --dtype f16 'what?'", 4, "f16"},
-      {"lli-generate --box 0,0,600,10,cat -o out.png", 3, "600"},
+      {"lli-generate -m '" + (lli::test::fixtures_dir() / "gligen-gen-tiny-a").string() + "' --box 0,0,600,10,cat -o out.png", 3,
+       "600"},
   };
   for (const auto& c : cases) {
     Run r = run(c.cmd, t);

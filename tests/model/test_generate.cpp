@@ -157,7 +157,8 @@ TEST_CASE("generate: several images from one noise draw, no guidance, beta 0 and
   req.num_images = 1;
   Run one = run_with_tap(gen, req);
   CHECK(max_abs_diff(two.seen["init_noise"][0][0], one.seen["init_noise"][0][0]) == 0);
-  CHECK(max_abs_diff(two.seen["latents_after_step"].back()[0], one.seen["latents_after_step"].back()[0]) < 1e-5);
+  // (batch 4 vs 2 through the UNet: another GEMM blocking, fp32 rounding only)
+  CHECK(max_abs_diff(two.seen["latents_after_step"].back()[0], one.seen["latents_after_step"].back()[0]) < 1e-4);
 
   req.guidance = 1.0;  // no CFG: the UNet batch is the images alone
   Run nocfg = run_with_tap(gen, req);
