@@ -45,8 +45,10 @@ void Progress::update(long done) {
   int filled = total_ > 0 ? static_cast<int>(width * done_ / total_) : 0;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   std::lock_guard<std::mutex> lock(g_mu);
-  std::fprintf(stderr, "\r%s [%s%s] %ld/%ld %.1fs", label_.c_str(), std::string(filled, '#').c_str(),
-               std::string(width - filled, '.').c_str(), done_, total_, secs);
+  // Seconds per item once one is done (diffusion steps: "s/it" as diffusers' tqdm bar shows).
+  const std::string rate = done_ > 0 ? fmt::format(", {:.2f}s/it", secs / static_cast<double>(done_)) : "";
+  std::fprintf(stderr, "\r%s [%s%s] %ld/%ld %.1fs%s", label_.c_str(), std::string(filled, '#').c_str(),
+               std::string(width - filled, '.').c_str(), done_, total_, secs, rate.c_str());
   std::fflush(stderr);
 }
 
