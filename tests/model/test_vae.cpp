@@ -203,7 +203,7 @@ TEST_CASE("VAE bf16: decode and encode drift vs the fp32 golden (reported)") {
   CHECK(dm < 0.05 * g["vae_encode_mean"].abs().max().item<double>());
 }
 
-TEST_CASE("VAEConfig: defaults, levels, refused keys; load_vae names missing weights") {
+TEST_CASE("VAEConfig: defaults, levels, refused keys, and load_vae names missing weights") {
   auto c = m::load_vae_config(vae_dir());
   CHECK(c.block_out_channels == std::vector<std::int64_t>{8, 16, 32, 32});
   CHECK(c.layers_per_block == 1);
