@@ -14,4 +14,5 @@ list(APPEND LLI_TORCH_SOURCES
   models/clip_text.cpp
   models/unet.cpp
   models/gligen_position_net.cpp
-  models/vae.cpp)
+  models/vae.cpp
+  models/lama.cpp)

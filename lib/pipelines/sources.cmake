@@ -4,4 +4,5 @@ list(APPEND LLI_BASE_SOURCES
 list(APPEND LLI_TORCH_SOURCES
   pipelines/chat.cpp
   pipelines/segment_sam.cpp
-  pipelines/generate.cpp)
+  pipelines/generate.cpp
+  pipelines/inpaint_lama.cpp)

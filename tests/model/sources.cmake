@@ -10,4 +10,5 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_schedulers.cpp
   model/test_unet.cpp
   model/test_vae.cpp
-  model/test_generate.cpp)
+  model/test_generate.cpp
+  model/test_lama.cpp)
