@@ -1,8 +1,10 @@
 list(APPEND LLI_BASE_SOURCES
   pipelines/grabcut.cpp
-  pipelines/inpaint_telea.cpp)
+  pipelines/inpaint_telea.cpp
+  pipelines/edit_region.cpp)
 list(APPEND LLI_TORCH_SOURCES
   pipelines/chat.cpp
   pipelines/segment_sam.cpp
   pipelines/generate.cpp
+  pipelines/edit.cpp
   pipelines/inpaint_lama.cpp)

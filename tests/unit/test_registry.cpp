@@ -146,8 +146,10 @@ TEST_CASE("registry: the shipped configs/models.yaml parses and names the expect
   CHECK(r.tool_int("lli-chat", "max_new_tokens", 0) == 512);
   CHECK(r.tool_string("lli-segment", "backend", "") == "grabcut");
   CHECK(r.tool_string("lli-segment", "model", "") == "sam-vit-base");
-  CHECK(r.tool_string("lli-edit", "backend", "") == "telea");
-  CHECK(r.tool_int("lli-edit", "dilate", 0) == 8);
+  CHECK(r.tool_string("lli-edit", "backend", "") == "auto");
+  CHECK(r.tool_int("lli-edit", "dilate", -1) == -1);  // not set: scaled with the image
+  CHECK(r.tool_double("lli-edit", "beta", 0) == doctest::Approx(1.0));
+  CHECK(r.tool_double("lli-generate", "beta", 0) == doctest::Approx(0.3));
   CHECK(r.tool_int("lli-generate", "steps", 0) == 50);
   CHECK(r.tool_double("lli-generate", "guidance", 0) == doctest::Approx(7.5));
   // Paths default under ~/.cache/lli/models when LLI_MODELS is unset.
