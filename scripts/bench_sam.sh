@@ -22,6 +22,7 @@
 # encoder's attention products do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh
 BUILD_DIR=${LLI_BUILD_DIR:-build}
 DATA=${LLI_BENCH_DATA:-/work/bench-data}
 CKPT=${1:-$DATA/sam-vit-base-random}
@@ -41,21 +42,9 @@ if [[ ! -f "$CKPT/config.json" ]]; then
 fi
 mkdir -p "$OUT"
 
-# Busy fraction of the machine's CPUs over 2 s (other users of shared cores inflate every time).
-busy() {
-  local a b
-  read -r -a a < <(head -1 /proc/stat)
-  sleep 2
-  read -r -a b < <(head -1 /proc/stat)
-  local tot=0 idle=$(( (b[4] - a[4]) + (b[5] - a[5]) ))
-  for i in 1 2 3 4 5 6 7 8; do tot=$(( tot + b[i] - a[i] )); done
-  echo "$(( 100 - 100 * idle / (tot > 0 ? tot : 1) ))% busy"
-}
 
 {
-  echo "== $(date -Is) $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(busy) before the runs"
-  grep -m1 "model name" /proc/cpuinfo
-  echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-} (unset: OpenBLAS's own detection), OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-}"
+  bench_machine
   "$BENCH" matmul --threads "$THREADS" 2>&1 | grep -E "^matmul_"
 } | tee "$OUT/machine.txt"
 
@@ -65,7 +54,7 @@ run() {  # name, env assignments..., -- bench flags...
   local envs=()
   while [[ $# -gt 0 && $1 != "--" ]]; do envs+=("$1"); shift; done
   [[ ${1:-} == "--" ]] && shift
-  echo "== $name ($(busy) before): ${envs[*]} $*" | tee "$OUT/$name.txt"
+  echo "== $name ($(bench_busy) before): ${envs[*]} $*" | tee "$OUT/$name.txt"
   env "${envs[@]}" "$BENCH" run "$CKPT" --threads "$THREADS" --repeat "$REPEAT" "$@" 2>&1 | tee -a "$OUT/$name.txt"
 }
 

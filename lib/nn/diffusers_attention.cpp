@@ -2,13 +2,173 @@
 // baddbmm(beta=0, alpha=scale), softmax, bmm); attention.py FeedForward; activations.py GEGLU (v0.31).
 #include "nn/diffusers_attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include <ATen/Parallel.h>
+
+#include <cstring>
+
 #include "lli/error.h"
 #include "nn/attention.h"
+#include "nn/linear_bf16.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#define LLI_HAVE_BF16_KERNEL 1
+#define LLI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#else
+#define LLI_HAVE_BF16_KERNEL 0
+#endif
 
 namespace lli::nn {
+
+
+namespace {
+
+#if LLI_HAVE_BF16_KERNEL
+// bf16 x 16 -> fp32 x 16 (exact); fp32 x 16 -> bf16 x 16 (round to nearest even).
+LLI_BF16_TARGET inline __m512 load16(const std::uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+LLI_BF16_TARGET inline void store16(std::uint16_t* p, __m512 v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v));
+}
+LLI_BF16_TARGET inline __m512 round16(__m512 v) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
+}
+inline __mmask16 tail_mask(std::int64_t left) {
+  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// e^x for x <= 0: Cody-Waite reduction, degree-7 polynomial (relative error ~1e-7), ~0 below -87.
+LLI_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, n);
+}
+
+// erf GELU 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7), the
+// formula of libtorch's vectorized erf.
+LLI_BF16_TARGET inline __m512 gelu16(__m512 x) {
+  const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+  const __m512 az = _mm512_abs_ps(z);
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), az, _mm512_set1_ps(1.0f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  for (float c : {-1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f}) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+  p = _mm512_mul_ps(p, t);
+  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
+  const __m512 erf_abs = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));                       // 1 - p e
+  const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(                                      // sign of z
+      _mm512_castps_si512(erf_abs), _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(INT32_MIN))));
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+
+LLI_BF16_TARGET void layer_norm_rows(const std::uint16_t* x, std::int64_t ldx, const std::uint16_t* w,
+                                     const std::uint16_t* b, float eps, std::int64_t C, std::uint16_t* y,
+                                     std::int64_t r0, std::int64_t r1) {
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::uint16_t* xr = x + r * ldx;
+    __m512 s = _mm512_setzero_ps();
+    for (std::int64_t c = 0; c < C; c += 16) s = _mm512_add_ps(s, load16(xr + c, tail_mask(C - c)));
+    const float mean = _mm512_reduce_add_ps(s) / static_cast<float>(C);
+    const __m512 vm = _mm512_set1_ps(mean);
+    __m512 q = _mm512_setzero_ps();
+    for (std::int64_t c = 0; c < C; c += 16) {
+      const __mmask16 m = tail_mask(C - c);
+      const __m512 d = _mm512_maskz_sub_ps(m, load16(xr + c, m), vm);
+      q = _mm512_fmadd_ps(d, d, q);
+    }
+    const float rstd = 1.0f / std::sqrt(_mm512_reduce_add_ps(q) / static_cast<float>(C) + eps);
+    const __m512 vr = _mm512_set1_ps(rstd);
+    std::uint16_t* yr = y + r * C;
+    for (std::int64_t c = 0; c < C; c += 16) {
+      const __mmask16 m = tail_mask(C - c);
+      const __m512 n = _mm512_mul_ps(_mm512_sub_ps(load16(xr + c, m), vm), vr);
+      store16(yr + c, _mm512_fmadd_ps(n, load16(w + c, m), load16(b + c, m)), m);
+    }
+  }
+}
+
+LLI_BF16_TARGET void geglu_rows(const std::uint16_t* u, std::int64_t ldu, std::int64_t F, std::uint16_t* y,
+                                std::int64_t r0, std::int64_t r1) {
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::uint16_t* ur = u + r * ldu;
+    std::uint16_t* yr = y + r * F;
+    for (std::int64_t f = 0; f < F; f += 16) {
+      const __mmask16 m = tail_mask(F - f);
+      const __m512 g = round16(gelu16(load16(ur + F + f, m)));
+      store16(yr + f, _mm512_mul_ps(load16(ur + f, m), g), m);
+    }
+  }
+}
+#endif  // LLI_HAVE_BF16_KERNEL
+
+const std::uint16_t* bf16_data(const torch::Tensor& t) { return static_cast<const std::uint16_t*>(t.data_ptr()); }
+
+}  // namespace
+
+bool diffusers_bf16_kernels_applicable(const torch::Tensor& x) {
+#if LLI_HAVE_BF16_KERNEL
+  return bf16_kernels_available() && x.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && x.dim() >= 1 &&
+         x.stride(-1) == 1 && !x.requires_grad();
+#else
+  (void)x;
+  return false;
+#endif
+}
+
+torch::Tensor layer_norm_bf16(const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& b0, double eps) {
+#if LLI_HAVE_BF16_KERNEL
+  const auto C = x0.size(-1);
+  auto x = x0.reshape({-1, C});  // a view when the rows are evenly strided
+  if (x.stride(1) != 1) x = x.contiguous();
+  auto w = w0.to(torch::kBFloat16).contiguous(), b = b0.to(torch::kBFloat16).contiguous();
+  auto y = torch::empty({x.size(0), C}, x.options());
+  const auto* xp = bf16_data(x);
+  const auto ldx = x.stride(0);
+  auto* yp = static_cast<std::uint16_t*>(y.data_ptr());
+  at::parallel_for(0, x.size(0), 64, [&](std::int64_t r0, std::int64_t r1) {
+    layer_norm_rows(xp, ldx, bf16_data(w), bf16_data(b), static_cast<float>(eps), C, yp, r0, r1);
+  });
+  return y.view(x0.sizes());
+#else
+  (void)w0, (void)b0, (void)eps;
+  throw RuntimeError("layer_norm_bf16: not compiled for this architecture " + c10::str(x0.sizes()));
+#endif
+}
+
+torch::Tensor geglu_bf16(const torch::Tensor& u0) {
+#if LLI_HAVE_BF16_KERNEL
+  const auto F = u0.size(-1) / 2;
+  auto u = u0.reshape({-1, 2 * F});
+  if (u.stride(1) != 1) u = u.contiguous();
+  auto y = torch::empty({u.size(0), F}, u.options());
+  const auto* up = bf16_data(u);
+  const auto ldu = u.stride(0);
+  auto* yp = static_cast<std::uint16_t*>(y.data_ptr());
+  at::parallel_for(0, u.size(0), 16, [&](std::int64_t r0, std::int64_t r1) { geglu_rows(up, ldu, F, yp, r0, r1); });
+  auto shape = u0.sizes().vec();
+  shape.back() = F;
+  return y.view(shape);
+#else
+  throw RuntimeError("geglu_bf16: not compiled for this architecture " + c10::str(u0.sizes()));
+#endif
+}
+
+torch::Tensor layer_norm(LayerNorm& norm, const torch::Tensor& x) {
+  if (norm->weight.defined() && norm->bias.defined() && diffusers_bf16_kernels_applicable(x))
+    return layer_norm_bf16(x, norm->weight, norm->bias, norm->eps);
+  return norm(x);
+}
 
 DiffusersAttentionImpl::DiffusersAttentionImpl(const DiffusersAttentionConfig& c) : cfg(c) {
   if (c.query_dim <= 0 || c.heads <= 0 || c.dim_head <= 0)
@@ -78,7 +238,9 @@ GEGLUImpl::GEGLUImpl(std::int64_t dim_in, std::int64_t dim_out) {
 }
 
 torch::Tensor GEGLUImpl::forward(const torch::Tensor& x) {
-  auto hg = proj(x).chunk(2, -1);  // hidden, gate: [..., dim_out] each
+  auto u = proj(x);  // [..., 2 dim_out] = [hidden | gate]
+  if (diffusers_bf16_kernels_applicable(u)) return geglu_bf16(u);
+  auto hg = u.chunk(2, -1);
   return hg[0] * torch::gelu(hg[1]);
 }
 
@@ -91,6 +253,24 @@ FeedForwardImpl::FeedForwardImpl(std::int64_t dim, std::int64_t inner_dim) {
   net->push_back(out);
 }
 
-torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) { return out(geglu(x)); }
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+  const auto D = x.size(-1);
+  auto x2 = x.reshape({-1, D});
+  const auto rows = x2.size(0);
+  if (!diffusers_bf16_kernels_applicable(x) || rows <= kFeedForwardRows) return out(geglu(x));
+  auto y = torch::empty({rows, out->weight.size(0)}, x.options());  // [rows, dim]
+  for (std::int64_t r = 0; r < rows; r += kFeedForwardRows) {
+    const auto n = std::min(kFeedForwardRows, rows - r);
+    auto yr = y.narrow(0, r, n);
+    auto g = geglu(x2.narrow(0, r, n));  // [n, inner]
+    if (out->bias.defined())
+      torch::addmm_out(yr, out->bias, g, out->weight.t());
+    else
+      torch::mm_out(yr, g, out->weight.t());
+  }
+  auto shape = x.sizes().vec();
+  shape.back() = y.size(1);
+  return y.view(shape);
+}
 
 }  // namespace lli::nn

@@ -55,6 +55,19 @@ struct DiffusersAttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(DiffusersAttention);
 
+// bf16 CPU kernels of the diffusers blocks (AVX512-BF16, see bf16_kernels_available() in
+// nn/linear_bf16.h), rounding where the eager bf16 ops round:
+//   layer_norm_bf16: y = (x - mean) * rstd * w + b over the last dim, statistics and arithmetic in
+//     fp32, one rounding (as libtorch's bf16 LayerNorm);
+//   geglu_bf16: bf16(hidden * bf16(gelu(gate))) for u = [hidden | gate] (erf GELU, |error| of the
+//     erf approximation < 2e-7).
+// Applicable to bf16 CPU tensors whose last dim is contiguous.
+bool diffusers_bf16_kernels_applicable(const torch::Tensor& x);
+torch::Tensor layer_norm_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, double eps);
+torch::Tensor geglu_bf16(const torch::Tensor& u);  // [..., 2F] -> [..., F]
+// LayerNorm through layer_norm_bf16 when applicable, else the module.
+torch::Tensor layer_norm(LayerNorm& norm, const torch::Tensor& x);
+
 // GEGLU: proj to 2 * inner, then hidden * gelu(gate) (exact erf GELU).
 struct GEGLUImpl : torch::nn::Module {
   GEGLUImpl(std::int64_t dim_in, std::int64_t dim_out);
@@ -67,7 +80,11 @@ TORCH_MODULE(GEGLU);
 // net.2 = Linear(4 dim, dim).
 struct FeedForwardImpl : torch::nn::Module {
   FeedForwardImpl(std::int64_t dim, std::int64_t inner_dim);
-  torch::Tensor forward(const torch::Tensor& x);  // x: [..., dim] -> [..., dim]
+  // x: [..., dim] -> [..., dim]. bf16 on CPU: in blocks of kFeedForwardRows rows (the [rows, 8 dim]
+  // intermediate stays small: cache-friendly, and below glibc's mmap threshold, so its memory is
+  // reused instead of faulted in afresh), with geglu_bf16; the same values as one block.
+  torch::Tensor forward(const torch::Tensor& x);
+  static constexpr std::int64_t kFeedForwardRows = 2048;
   torch::nn::ModuleList net{nullptr};
   GEGLU geglu{nullptr};
   Linear out{nullptr};

@@ -45,11 +45,11 @@ GatedSelfAttentionDenseImpl::GatedSelfAttentionDenseImpl(std::int64_t query_dim,
 torch::Tensor GatedSelfAttentionDenseImpl::forward(const torch::Tensor& x, const torch::Tensor& objs) {
   const auto n_visual = x.size(1);
   auto o = linear(objs.to(x.scalar_type()));                   // [B, n_obj, D]
-  auto h = norm1(torch::cat({x, o}, 1));                       // [B, N + n_obj, D]
+  auto h = layer_norm(norm1, torch::cat({x, o}, 1));          // [B, N + n_obj, D]
   // Only the visual tokens' outputs are kept: their query rows alone are computed.
   auto a = attn(h, torch::Tensor(), /*n_query=*/n_visual);    // [B, N, D]
   auto y = x + torch::tanh(alpha_attn) * a;
-  return y + torch::tanh(alpha_dense) * ff(norm2(y));
+  return y + torch::tanh(alpha_dense) * ff(layer_norm(norm2, y));
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(const Transformer2DConfig& c)
@@ -66,13 +66,13 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const Transformer2DConfig& 
 
 torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
                                                  const torch::Tensor& objs) {
-  auto h = x + attn1(norm1(x), only_cross_attention ? context : torch::Tensor());
+  auto h = x + attn1(layer_norm(norm1, x), only_cross_attention ? context : torch::Tensor());
   if (objs.defined()) {
     if (!fuser) throw RuntimeError("GLIGEN grounding tokens given to a transformer block without a fuser");
     h = fuser(h, objs);
   }
-  h = h + attn2(norm2(h), context);
-  return h + ff(norm3(h));
+  h = h + attn2(layer_norm(norm2, h), context);
+  return h + ff(layer_norm(norm3, h));
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DConfig& c) : cfg(c) {

@@ -299,3 +299,39 @@ TEST_CASE("attention_bf16: blocks of query rows equal the one-row kernel bit for
     }
   }
 }
+
+TEST_CASE("diffusers bf16 kernels: layer_norm_bf16 and geglu_bf16 against libtorch's eager bf16 ops") {
+  if (!lli::nn::bf16_kernels_available()) LLI_SKIP("this CPU has no AVX512-BF16 (or LLI_FAST_BF16=0)");
+  torch::NoGradGuard ng;
+  torch::manual_seed(9);
+  for (const std::int64_t C : {320, 40, 37}) {
+    CAPTURE(C);
+    auto x = (torch::randn({3, 50, C}) * 3 + 1).to(torch::kBFloat16);
+    auto w = torch::randn({C}).to(torch::kBFloat16), b = torch::randn({C}).to(torch::kBFloat16);
+    auto fast = lli::nn::layer_norm_bf16(x, w, b, 1e-5);
+    auto eager = torch::layer_norm(x, {C}, w, b, 1e-5);
+    auto exact = torch::layer_norm(x.to(torch::kFloat64), {C}, w.to(torch::kFloat64), b.to(torch::kFloat64), 1e-5);
+    const double df = max_abs_diff(fast, exact), de = max_abs_diff(eager, exact);
+    MESSAGE("layer_norm C=" << C << ": max |diff| vs fp64 fast " << df << ", eager " << de << "; fast vs eager "
+                            << max_abs_diff(fast, eager));
+    CHECK(df <= de * 1.01 + 1e-6);
+    // A strided row view (as the fuser's concatenation is not, but any row-strided input may be).
+    auto wide = torch::randn({40, C + 8}).to(torch::kBFloat16).narrow(1, 3, C);
+    CHECK(torch::equal(lli::nn::layer_norm_bf16(wide, w, b, 1e-5), lli::nn::layer_norm_bf16(wide.contiguous(), w, b, 1e-5)));
+
+    auto u = (torch::randn({2, 33, 2 * C}) * 2).to(torch::kBFloat16);
+    auto g = lli::nn::geglu_bf16(u);
+    auto hg = u.chunk(2, -1);
+    auto ge = hg[0] * torch::gelu(hg[1]);
+    // Exact: hidden * gelu(gate) in fp64 with the bf16 rounding of gelu the kernel reproduces.
+    auto u64 = u.to(torch::kFloat64).chunk(2, -1);
+    auto gx = u64[0] * torch::gelu(u64[1]).to(torch::kBFloat16).to(torch::kFloat64);
+    auto rel = [&](const torch::Tensor& a) {
+      return ((a.to(torch::kFloat64) - gx).abs() / (gx.abs() + 1e-3)).max().item<double>();
+    };
+    MESSAGE("geglu C=" << C << ": max relative error fast " << rel(g) << ", eager " << rel(ge) << "; "
+                       << (g != ge).sum().item<std::int64_t>() << " of " << ge.numel() << " values differ from eager");
+    CHECK(rel(g) <= 2.0 / 256);  // gelu may round to the neighbouring bf16 value, plus the product rounding
+    CHECK(rel(g) <= rel(ge) + 1e-6);
+  }
+}
