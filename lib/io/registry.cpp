@@ -253,7 +253,10 @@ ResolvedModel Registry::resolve_model(const std::string& name_or_dir) const {
   if (!fs::is_directory(dir, ec)) {
     std::string msg = "model '" + e.name + "' (" + e.kind + ") is not installed: expected its checkpoint directory at " +
                       dir.string() + " (from " + file_.string() + ")";
-    if (e.source.find("://") != std::string::npos)
+    if (e.kind == "lama")  // released as a PyTorch-Lightning training checkpoint: converted once
+      msg += "; get big-lama.zip from https://huggingface.co/" + e.source + " on a machine with network access, unzip "
+             "it and run `python3 scripts/convert-lama.py big-lama/ " + dir.string() + "`";
+    else if (e.source.find("://") != std::string::npos)
       msg += "; download it from " + e.source + " into that directory";
     else if (!e.source.empty())
       msg += "; get it with `huggingface-cli download " + e.source + " --local-dir " + dir.string() +

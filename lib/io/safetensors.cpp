@@ -12,6 +12,8 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -145,6 +147,18 @@ const char* dtype_name(DType d) {
 }
 
 // ---- mapping -------------------------------------------------------------------------------------
+namespace {
+// Live checkpoint mappings (base -> size), for release_mapped_pages.
+std::mutex& mappings_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::uintptr_t, std::size_t>& live_mappings() {
+  static std::map<std::uintptr_t, std::size_t> m;
+  return m;
+}
+}  // namespace
+
 struct Mapping {
   void* base = nullptr;
   std::size_t size = 0;
@@ -152,10 +166,33 @@ struct Mapping {
   Mapping() = default;
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
+  void track() {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    live_mappings()[reinterpret_cast<std::uintptr_t>(base)] = size;
+  }
   ~Mapping() {
-    if (base) ::munmap(base, size);
+    if (!base) return;
+    {
+      std::lock_guard<std::mutex> lock(mappings_mutex());
+      live_mappings().erase(reinterpret_cast<std::uintptr_t>(base));
+    }
+    ::munmap(base, size);
   }
 };
+
+void release_mapped_pages(const void* p, std::size_t n) {
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(mappings_mutex());
+  auto& maps = live_mappings();
+  auto it = maps.upper_bound(a);
+  if (it == maps.begin()) return;
+  --it;
+  if (a + n > it->first + it->second) return;  // not inside one live mapping
+  // Whole pages only: a page shared with a neighbouring tensor keeps its mapping.
+  const std::uintptr_t lo = (a + page - 1) / page * page, hi = (a + n) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
 
 namespace {
 
@@ -226,6 +263,7 @@ File File::open(const std::filesystem::path& path) {
   void* base = ::mmap(nullptr, mapping->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.fd, 0);
   if (base == MAP_FAILED) fail(file, std::string("mmap failed (") + std::strerror(errno) + ")");
   mapping->base = base;
+  mapping->track();
   const char* bytes = static_cast<const char*>(base);
 
   nlohmann::json header = parse_json_strict(bytes + 8, bytes + 8 + n, file, /*safetensors_header=*/true);

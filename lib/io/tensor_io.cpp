@@ -202,6 +202,8 @@ void bind_weights(torch::nn::Module& module, const TensorMap& tensors, const Bin
       t = t.to(*opts.dtype);
     else if (move)
       t = t.to(*opts.device);
+    // A converted / moved copy: the mapped source bytes are not needed in RAM any more.
+    if (t.data_ptr() != t0.data_ptr() && t0.device().is_cpu()) st::release_mapped_pages(t0.data_ptr(), t0.nbytes());
     param.set_data(t);
   }
 }

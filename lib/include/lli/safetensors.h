@@ -36,6 +36,13 @@ struct TensorRef {
   std::string file;                      // for messages
 };
 
+// Drops this process's resident pages of [p, p + n) when the range lies inside a live checkpoint
+// mapping: for a tensor that was converted or copied at load (its mapped bytes are never read
+// again), so peak RSS is the converted weights, not converted weights + file. Whole pages only (a
+// page shared with a neighbouring tensor stays); the file's pages stay in the page cache, and a
+// later read faults them back in unchanged. No-op for any other memory.
+void release_mapped_pages(const void* p, std::size_t n);
+
 // One .safetensors file.
 class File {
  public:
