@@ -1,6 +1,8 @@
 // Ref: transformers LlamaAttention / CLIPAttention eager paths (v4.45); see attention_bf16.h.
 #include "nn/attention_bf16.h"
 
+#include <ATen/record_function.h>
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -447,6 +449,7 @@ bool attention_bf16_applicable(const torch::Tensor& q, const torch::Tensor& k, c
 torch::Tensor attention_bf16(const torch::Tensor& q0, const torch::Tensor& k, const torch::Tensor& v,
                              const AttentionOptions& opt) {
 #if LLI_HAVE_BF16_KERNEL
+  RECORD_FUNCTION("lli::attention_bf16", std::vector<c10::IValue>());  // named in operator profiles
   if (!supported(q0, k, v, {}, opt))
     throw RuntimeError("attention_bf16: operands not supported (see attention_bf16_applicable)");
   const auto B = q0.size(0), H = q0.size(1), Lq = q0.size(2), D = q0.size(3);

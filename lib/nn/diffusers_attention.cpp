@@ -7,6 +7,7 @@
 #include <string>
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <cstring>
 
@@ -128,6 +129,7 @@ bool diffusers_bf16_kernels_applicable(const torch::Tensor& x) {
 
 torch::Tensor layer_norm_bf16(const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& b0, double eps) {
 #if LLI_HAVE_BF16_KERNEL
+  RECORD_FUNCTION("lli::layer_norm_bf16", std::vector<c10::IValue>());
   const auto C = x0.size(-1);
   auto x = x0.reshape({-1, C});  // a view when the rows are evenly strided
   if (x.stride(1) != 1) x = x.contiguous();
@@ -148,6 +150,7 @@ torch::Tensor layer_norm_bf16(const torch::Tensor& x0, const torch::Tensor& w0, 
 
 torch::Tensor geglu_bf16(const torch::Tensor& u0) {
 #if LLI_HAVE_BF16_KERNEL
+  RECORD_FUNCTION("lli::geglu_bf16", std::vector<c10::IValue>());
   const auto F = u0.size(-1) / 2;
   auto u = u0.reshape({-1, 2 * F});
   if (u.stride(1) != 1) u = u.contiguous();

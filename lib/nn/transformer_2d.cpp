@@ -106,9 +106,11 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
   const auto inner = cfg.inner_dim();
   auto h = norm(x);  // [B, C, H, W]
   if (proj_in_conv) {
-    h = proj_in_conv(h).permute({0, 2, 3, 1}).reshape({B, H * W, inner});  // [B, HW, inner]
+    // Token-major and contiguous: the blocks' LayerNorms, linears and residual adds then run on
+    // unit-stride rows (a permuted view would send every one of them through a strided path).
+    h = proj_in_conv(h).permute({0, 2, 3, 1}).reshape({B, H * W, inner}).contiguous();  // [B, HW, inner]
   } else {
-    h = proj_in_linear(h.permute({0, 2, 3, 1}).reshape({B, H * W, x.size(1)}));
+    h = proj_in_linear(h.permute({0, 2, 3, 1}).reshape({B, H * W, x.size(1)}).contiguous());
   }
   const auto ctx = context.to(h.scalar_type());
   for (auto& blk : blocks) h = blk(h, ctx, objs);
