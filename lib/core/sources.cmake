@@ -1,6 +1,7 @@
 list(APPEND LLI_BASE_SOURCES
   core/fs.cpp
   core/log.cpp
+  core/quote.cpp
   core/version.cpp)
 list(APPEND LLI_TORCH_SOURCES
   core/device.cpp)

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/bounded_parse.h"
 #include "io/json_util.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -151,7 +152,7 @@ Box parse_box(const Ctx& c, const json& v, const std::string& path) {
 Prompt parse_prompt(std::string_view json_text, const std::string& source) {
   if (json_text.size() > PromptLimits::max_file_bytes)
     throw InputError(fmt_size_error(source, json_text.size(), PromptLimits::max_file_bytes));
-  json doc = json_util::parse_or_throw(json_text, source);
+  json doc = parse_json_bounded(json_text, source, ExitCode::bad_input);
   Ctx c{source};
   if (!doc.is_object()) c.fail("", "expected a JSON object at the top level, got " + type_name(doc));
   check_keys(c, doc, "", {"strokes", "points", "boxes", "text", "coords"});

@@ -10,6 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 
 #ifndef LLI_SOURCE_CONFIG_DIR
@@ -151,12 +152,7 @@ Registry Registry::load_file(const fs::path& file) {
 Registry Registry::parse(const std::string& yaml_text, const fs::path& file) {
   Registry r;
   r.file_ = file;
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    throw ModelError(yaml_pos(file, e.mark) + ": " + e.msg);
-  }
+  YAML::Node root = load_yaml_bounded(yaml_text, file.string(), ExitCode::model);
   if (!root || root.IsNull()) return r;
   if (!root.IsMap()) fail_at(file, root, "expected a mapping with 'models' and 'tools'");
   for (auto it = root.begin(); it != root.end(); ++it) {

@@ -19,6 +19,8 @@
 #include <set>
 #include <sstream>
 
+#include "core/quote.h"
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 
@@ -35,10 +37,7 @@ constexpr const char* kLfsMagic = "version https://git-lfs";
   throw ModelError(file + ": tensor '" + tensor + "': " + rule);
 }
 
-std::string quote_short(const std::string& s, std::size_t max = 80) {
-  if (s.size() <= max) return "'" + s + "'";
-  return "'" + s.substr(0, max) + "...'";
-}
+std::string quote_short(const std::string& s) { return quote_excerpt(s); }
 
 std::string shape_str(const std::vector<std::int64_t>& shape) {
   std::string s = "[";
@@ -63,46 +62,20 @@ std::string lfs_message(const std::string& file) {
                 "repository (or download the file itself)";
 }
 
-// JSON parsing that rejects duplicate object keys (nlohmann silently keeps the last one).
-// Keys are tracked per open object; a duplicate throws a ModelError naming where it was.
+// The header / index JSON, depth-bounded while parsing; a duplicate key is refused (nlohmann
+// would silently keep the last one), with the header's own wording for tensor names and fields.
 nlohmann::json parse_json_strict(const char* first, const char* last, const std::string& file,
                                  bool safetensors_header) {
-  struct Frame {
-    std::set<std::string> keys;
-    std::string last_key;
-  };
-  std::vector<Frame> stack;
-  auto cb = [&](int /*depth*/, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) -> bool {
-    using E = nlohmann::json::parse_event_t;
-    if (ev == E::object_start) {
-      if (stack.size() >= 64) fail(file, "JSON nesting deeper than 64 levels");
-      stack.emplace_back();
-    } else if (ev == E::object_end) {
-      if (!stack.empty()) stack.pop_back();
-    } else if (ev == E::key && !stack.empty()) {
-      const std::string& k = parsed.get_ref<const std::string&>();
-      if (!stack.back().keys.insert(k).second) {
-        if (safetensors_header && stack.size() == 1)
-          fail(file, "header has a duplicate tensor name " + quote_short(k));
-        if (safetensors_header && stack.size() == 2)
-          fail_tensor(file, stack[0].last_key, "duplicate field " + quote_short(k) + " in the header entry");
-        std::string where;
-        for (std::size_t i = 0; i + 1 < stack.size(); ++i) where += (i ? "." : "") + stack[i].last_key;
-        fail(file, "JSON has a duplicate key " + quote_short(k) + (where.empty() ? "" : " in " + where));
-      }
-      stack.back().last_key = k;
-    }
-    return true;
-  };
-  try {
-    return nlohmann::json::parse(first, last, cb);
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string what = e.what();
-    // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." -> drop the tag.
-    auto p = what.find("] ");
-    if (p != std::string::npos) what = what.substr(p + 2);
-    fail(file, (safetensors_header ? "header is not valid JSON (" : "not valid JSON (") + what + ")");
-  }
+  JsonParseOptions o;
+  o.error = ExitCode::model;
+  o.syntax_context = safetensors_header ? "header is not valid JSON: " : "not valid JSON: ";
+  o.position_prefix = false;
+  if (safetensors_header)
+    o.on_duplicate = [&](const std::string& path, int depth, const std::string& key) {
+      if (depth == 1) fail(file, "header has a duplicate tensor name " + quote_short(key));
+      if (depth == 2) fail_tensor(file, path, "duplicate field " + quote_short(key) + " in the header entry");
+    };
+  return parse_json_bounded(std::string_view(first, static_cast<std::size_t>(last - first)), file, o);
 }
 
 bool read_u64_nonneg(const nlohmann::json& v, std::uint64_t* out) {
@@ -315,7 +288,7 @@ File File::open(const std::filesystem::path& path) {
     for (const auto& d : js) {
       std::uint64_t dim = 0;
       if (!read_u64_nonneg(d, &dim))
-        fail_tensor(file, name, "shape entry " + d.dump() + " is not a non-negative integer");
+        fail_tensor(file, name, "shape entry " + json_excerpt(d) + " is not a non-negative integer");
       if (dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         fail_tensor(file, name, "shape entry " + std::to_string(dim) + " is too large");
       e.ref.shape.push_back(static_cast<std::int64_t>(dim));
@@ -336,7 +309,7 @@ File File::open(const std::filesystem::path& path) {
 
     const auto& jo = v["data_offsets"];
     if (!jo.is_array() || jo.size() != 2 || !read_u64_nonneg(jo[0], &e.begin) || !read_u64_nonneg(jo[1], &e.end))
-      fail_tensor(file, name, "data_offsets " + jo.dump() + " is not [begin, end] of non-negative integers");
+      fail_tensor(file, name, "data_offsets " + json_excerpt(jo) + " is not [begin, end] of non-negative integers");
     if (e.begin > e.end)
       fail_tensor(file, name, "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                                   "] has begin > end");

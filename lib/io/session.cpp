@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "io/bounded_parse.h"
 #include "io/json_util.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -150,14 +151,14 @@ Session Session::parse(std::string_view text, const std::string& name, const fs:
   if (std::all_of(text.begin(), text.end(), [](unsigned char ch) { return std::isspace(ch); }))
     return s;
   if (text.size() > kMaxSessionBytes) throw InputError(fmt_size_error(name, text.size(), kMaxSessionBytes));
-  json doc = json_util::parse_or_throw(text, name);
+  json doc = parse_json_bounded(text, name, ExitCode::bad_input);
   Ctx c{name};
   if (!doc.is_object()) c.fail("", "expected a JSON object at the top level, got " + type_name(doc));
   auto ver = doc.find("lli_session");
   if (ver == doc.end())
     c.fail("", "not an lli session file (no \"lli_session\" version key)");
   if (!ver->is_number_integer() || ver->get<std::int64_t>() != kVersion)
-    c.fail("lli_session", "version " + ver->dump() + " is not supported (this build reads version " +
+    c.fail("lli_session", "version " + json_excerpt(*ver) + " is not supported (this build reads version " +
                               std::to_string(kVersion) + ")");
   check_keys(c, doc, "", {"lli_session", "current", "steps", "masks", "chat", "cache"});
 
@@ -189,7 +190,7 @@ Session Session::parse(std::string_view text, const std::string& name, const fs:
   auto cur = doc.find("current");
   if (n == 0) {
     if (cur != doc.end() && !cur->is_null() && !(cur->is_number_integer() && cur->get<std::int64_t>() == -1))
-      c.fail("current", cur->dump() + " is out of range (the session has no steps)");
+      c.fail("current", json_excerpt(*cur) + " is out of range (the session has no steps)");
   } else {
     if (cur == doc.end() || cur->is_null()) c.fail("current", "missing (the session has steps)");
     std::int64_t v = get_int(c, *cur, "current");

@@ -1,4 +1,5 @@
 list(APPEND LLI_BASE_SOURCES
+  io/bounded_parse.cpp
   io/safetensors.cpp
   io/image.cpp
   io/prompt.cpp

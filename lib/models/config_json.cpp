@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 
 namespace lli::models {
@@ -19,8 +20,7 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   if (!in) throw ModelError(path.string() + ": cannot open (missing file?)");
   std::stringstream ss;
   ss << in.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw ModelError(path.string() + ": not valid JSON");
+  auto j = parse_json_bounded(ss.str(), path.string(), ExitCode::model, "not valid JSON: ");
   if (!j.is_object()) throw ModelError(path.string() + ": expected a JSON object at the top level");
   return j;
 }
@@ -50,21 +50,21 @@ std::int64_t ConfigReader::get_int(const std::string& key, std::int64_t def) con
     double d = v.get<double>();
     if (d == static_cast<double>(static_cast<std::int64_t>(d))) return static_cast<std::int64_t>(d);
   }
-  throw ModelError(where(key) + ": expected an integer, got " + v.dump());
+  throw ModelError(where(key) + ": expected an integer, got " + json_excerpt(v));
 }
 
 double ConfigReader::get_double(const std::string& key, double def) const {
   if (!has(key)) return def;
   const auto& v = j_.at(key);
   if (v.is_number()) return v.get<double>();
-  throw ModelError(where(key) + ": expected a number, got " + v.dump());
+  throw ModelError(where(key) + ": expected a number, got " + json_excerpt(v));
 }
 
 std::vector<double> ConfigReader::get_doubles(const std::string& key, std::size_t n,
                                               const std::vector<double>& def) const {
   if (!has(key)) return def;
   const auto& v = j_.at(key);
-  const auto bad = [&] { return ModelError(where(key) + ": expected " + std::to_string(n) + " numbers, got " + v.dump()); };
+  const auto bad = [&] { return ModelError(where(key) + ": expected " + std::to_string(n) + " numbers, got " + json_excerpt(v)); };
   if (v.is_number()) return std::vector<double>(n, v.get<double>());
   if (!v.is_array() || v.size() != n) throw bad();
   std::vector<double> out;
@@ -83,21 +83,21 @@ bool ConfigReader::get_bool(const std::string& key, bool def) const {
   if (!has(key)) return def;
   const auto& v = j_.at(key);
   if (v.is_boolean()) return v.get<bool>();
-  throw ModelError(where(key) + ": expected true or false, got " + v.dump());
+  throw ModelError(where(key) + ": expected true or false, got " + json_excerpt(v));
 }
 
 std::string ConfigReader::get_string(const std::string& key, const std::string& def) const {
   if (!has(key)) return def;
   const auto& v = j_.at(key);
   if (v.is_string()) return v.get<std::string>();
-  throw ModelError(where(key) + ": expected a string, got " + v.dump());
+  throw ModelError(where(key) + ": expected a string, got " + json_excerpt(v));
 }
 
 ConfigReader ConfigReader::child(const std::string& key) const {
   std::string p = path_.empty() ? key : path_ + "." + key;
   if (!has(key)) return ConfigReader(empty_object(), source_, p);
   const auto& v = j_.at(key);
-  if (!v.is_object()) throw ModelError(where(key) + ": expected an object, got " + v.dump());
+  if (!v.is_object()) throw ModelError(where(key) + ": expected an object, got " + json_excerpt(v));
   return ConfigReader(v, source_, p);
 }
 

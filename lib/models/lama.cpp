@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "lli/log.h"
 #include "lli/safetensors.h"
@@ -305,12 +306,7 @@ torch::Tensor add_opt(const torch::Tensor& a, const torch::Tensor& b) {
 // ---- config ------------------------------------------------------------------------------------
 
 LamaConfig parse_lama_config(const std::string& yaml_text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    throw ModelError(source + ": not valid YAML: " + e.what());
-  }
+  YAML::Node root = load_yaml_bounded(yaml_text, source, ExitCode::model);
   if (!root.IsMap()) throw ModelError(source + ": expected a YAML mapping with a 'generator' section");
   YamlReader r(root, source);
   if (!r.at("generator").IsMap())

@@ -17,6 +17,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/log.h"
@@ -337,8 +338,13 @@ SamEmbedding SamSegmenter::embedding_from_bytes(std::string_view bytes, const st
   std::uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)])) << (8 * i);
   if (n > bytes.size() - 8 || n > 100000000) fail("header length " + std::to_string(n) + " exceeds the data");
-  auto h = nlohmann::json::parse(bytes.substr(8, n), nullptr, /*allow_exceptions=*/false);
-  if (h.is_discarded() || !h.is_object()) fail("the header is not a JSON object");
+  nlohmann::json h;
+  try {
+    h = parse_json_bounded(bytes.substr(8, n), "header", ExitCode::bad_input);  // depth-bounded, no duplicates
+  } catch (const InputError& e) {
+    fail(e.what());
+  }
+  if (!h.is_object()) fail("the header is not a JSON object");
   auto meta = h.value("__metadata__", nlohmann::json::object());
   auto get = [&](const char* key) -> std::string {
     if (!meta.is_object() || !meta.contains(key) || !meta[key].is_string())

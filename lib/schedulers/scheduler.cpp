@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "lli/log.h"
 #include "schedulers/schedule_util.h"
@@ -113,9 +114,12 @@ SchedulerConfig load_scheduler_config(const std::filesystem::path& file) {
   if (!in) throw ModelError(file.string() + ": cannot open (missing file?)");
   std::stringstream ss;
   ss << in.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) j = nlohmann::json::parse(python_json_constants(ss.str()), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw ModelError(file.string() + ": not valid JSON");
+  nlohmann::json j;
+  try {
+    j = parse_json_bounded(ss.str(), file.string(), ExitCode::model, "not valid JSON: ");
+  } catch (const ModelError&) {
+    j = parse_json_bounded(python_json_constants(ss.str()), file.string(), ExitCode::model, "not valid JSON: ");
+  }
   return scheduler_config_from_json(std::move(j), file.string());
 }
 

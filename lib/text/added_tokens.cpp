@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "text/unicode.h"
 
@@ -35,7 +36,7 @@ std::optional<AddedToken> parse_token_value(const json& v, const fs::path& file,
     return t;
   }
   throw ModelError(
-      fmt::format("{}: {} = {} is neither a string nor {{\"content\": ...}}", file.string(), where, v.dump()));
+      fmt::format("{}: {} = {} is neither a string nor {{\"content\": ...}}", file.string(), where, json_excerpt(v)));
 }
 
 }  // namespace
@@ -53,12 +54,7 @@ std::optional<json> read_tokenizer_json(const fs::path& path) {
   if (!f) throw ModelError(fmt::format("{}: cannot open file", path.string()));
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (f.bad()) throw ModelError(fmt::format("{}: read error", path.string()));
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw ModelError(fmt::format("{}: invalid JSON: {}", path.string(), e.what()));
-  }
+  json j = parse_json_bounded(text, path.string(), ExitCode::model, "invalid JSON: ");
   if (!j.is_object()) throw ModelError(fmt::format("{}: expected a JSON object", path.string()));
   return j;
 }
@@ -66,7 +62,7 @@ std::optional<json> read_tokenizer_json(const fs::path& path) {
 bool json_bool(const json& j, const char* key, bool dflt, const fs::path& file) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return dflt;
-  if (!it->is_boolean()) throw ModelError(fmt::format("{}: {} = {} is not a boolean", file.string(), key, it->dump()));
+  if (!it->is_boolean()) throw ModelError(fmt::format("{}: {} = {} is not a boolean", file.string(), key, json_excerpt(*it)));
   return it->get<bool>();
 }
 
@@ -75,7 +71,7 @@ std::int64_t json_int(const json& j, const char* key, std::int64_t dflt, const f
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return dflt;
   if (!it->is_number_integer())
-    throw ModelError(fmt::format("{}: {}{} = {} is not an integer", file.string(), path_prefix, key, it->dump()));
+    throw ModelError(fmt::format("{}: {}{} = {} is not an integer", file.string(), path_prefix, key, json_excerpt(*it)));
   return it->get<std::int64_t>();
 }
 
@@ -166,7 +162,7 @@ AddedVocab AddedVocab::load(const fs::path& dir, const json& config, const fs::p
   if (auto a = read_tokenizer_json(added_path)) {
     for (const auto& [content, value] : a->items()) {
       if (!value.is_number_integer())
-        throw ModelError(fmt::format("{}: \"{}\" = {} is not a token id", added_path.string(), content, value.dump()));
+        throw ModelError(fmt::format("{}: {} = {} is not a token id", added_path.string(), json_excerpt(json(content)), json_excerpt(value)));
       if (v.by_content_.count(content)) continue;
       AddedToken t;
       t.content = content;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "text/unicode.h"
 
@@ -90,18 +91,13 @@ std::uint64_t pair_key(int a, int b) { return (static_cast<std::uint64_t>(a) << 
 
 void load_vocab(CLIPTokenizer::Data& d, const fs::path& path) {
   const std::string text = read_required(path, "the CLIP BPE vocabulary");
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw ModelError(fmt::format("{}: invalid JSON: {}", path.string(), e.what()));
-  }
+  json j = parse_json_bounded(text, path.string(), ExitCode::model, "invalid JSON: ");
   if (!j.is_object() || j.empty())
     throw ModelError(fmt::format("{}: expected a non-empty JSON object of token -> id", path.string()));
   d.vocab.reserve(j.size());
   for (const auto& [token, id] : j.items()) {
     if (!id.is_number_integer() || id.get<std::int64_t>() < 0)
-      throw ModelError(fmt::format("{}: \"{}\" = {} is not a token id", path.string(), token, id.dump()));
+      throw ModelError(fmt::format("{}: {} = {} is not a token id", path.string(), json_excerpt(json(token)), json_excerpt(id)));
     d.vocab[token] = id.get<TokenId>();
     d.id_to_token[id.get<TokenId>()] = token;
   }
@@ -385,9 +381,9 @@ CLIPTokenizer CLIPTokenizer::load(const fs::path& dir) {
 
   if (auto it = c.find("model_max_length"); it != c.end() && !it->is_null()) {
     if (!it->is_number())
-      throw ModelError(fmt::format("{}: model_max_length = {} is not a number", cfg_path.string(), it->dump()));
+      throw ModelError(fmt::format("{}: model_max_length = {} is not a number", cfg_path.string(), json_excerpt(*it)));
     const double v = it->get<double>();
-    if (v < 2) throw ModelError(fmt::format("{}: model_max_length = {} is below 2", cfg_path.string(), it->dump()));
+    if (v < 2) throw ModelError(fmt::format("{}: model_max_length = {} is below 2", cfg_path.string(), json_excerpt(*it)));
     // transformers' "no limit" is int(1e30).
     d->model_max_length = v > 1e18 ? -1 : static_cast<std::int64_t>(v);
   }

@@ -286,7 +286,7 @@ TEST_CASE("clip tokenizer: missing and malformed files are ModelErrors naming th
     TempDir d;
     make_dir(d);
     write_text(d / "vocab.json", "{\"a\": 1,");
-    CHECK(has(error_of<lli::ModelError>([&] { CLIPTokenizer::load(d.path); }), "vocab.json: invalid JSON"));
+    CHECK(has(error_of<lli::ModelError>([&] { CLIPTokenizer::load(d.path); }), "vocab.json:1:9: invalid JSON"));
     write_text(d / "vocab.json", "[1, 2]");
     CHECK(has(error_of<lli::ModelError>([&] { CLIPTokenizer::load(d.path); }), "vocab.json: expected a non-empty"));
     write_text(d / "vocab.json", "{\"a\": \"x\"}");

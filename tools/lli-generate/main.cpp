@@ -11,6 +11,7 @@
 #include "common/batch.h"
 #include "common/cli.h"
 #include "core/version.h"
+#include "io/bounded_parse.h"
 #include "io/png_text.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -115,13 +116,9 @@ json read_png_record(const std::string& path) {
   const std::string bytes = read_file(path, kMaxImageFileBytes);
   for (const auto& [key, value] : read_png_text(bytes, path)) {
     if (key != "lli-generate") continue;
-    try {
-      json j = json::parse(value);
-      if (!j.is_object()) throw InputError(path + ": the lli-generate record is not a JSON object");
-      return j;
-    } catch (const json::exception& e) {
-      throw InputError(path + ": the lli-generate record is not valid JSON (" + std::string(e.what()).substr(0, 120) + ")");
-    }
+    json j = parse_json_bounded(value, path + ": lli-generate record", ExitCode::bad_input, "not valid JSON: ");
+    if (!j.is_object()) throw InputError(path + ": the lli-generate record is not a JSON object");
+    return j;
   }
   throw InputError(path + ": no lli-generate parameters in this PNG (was it written by lli-generate?)");
 }
@@ -403,12 +400,7 @@ int main(int argc, char** argv) {
         json rj;
         std::string out_path;
         try {
-          json j;
-          try {
-            j = json::parse(line);
-          } catch (const json::exception& e) {
-            throw InputError(where + ": not a JSON object (" + std::string(e.what()).substr(0, 120) + ")");
-          }
+          json j = parse_json_bounded(line, where, ExitCode::bad_input, "not a JSON object: ");
           if (!j.is_object()) throw InputError(where + ": not a JSON object");
           GenerateRequest r = req;
           auto take = [&](const char* key, auto& dst) {

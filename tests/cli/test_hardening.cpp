@@ -1,0 +1,109 @@
+// Hardening (issue 11) with the real executables: deeply nested JSON / YAML in sessions, prompts
+// and checkpoints is refused with the file's exit code and one line (no crash), duplicate keys
+// and empty prompt files are bad inputs.
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "cli/cli_run.h"
+
+using lli::test::Run;
+using lli::test::run;
+using lli::test::slurp;
+using lli::test::TempDir;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string sample(const std::string& name) { return "'" + (lli::test::samples_dir() / name).string() + "'"; }
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+fs::path lama_dir() { return lli::test::fixtures_dir() / "lama-tiny-a"; }
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string nested_arrays(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+// A 0/255 disc mask the size of messi5.jpg (548x342) on the ball.
+void write_ball_mask(const fs::path& p) {
+  cv::Mat m = cv::Mat::zeros(342, 548, CV_8UC1);
+  cv::circle(m, cv::Point(362, 312), 20, cv::Scalar(255), cv::FILLED);
+  REQUIRE(cv::imwrite(p.string(), m));
+}
+
+// A copy of lama-tiny-a in `dir` (the checkpoint files only).
+fs::path copy_lama(const fs::path& dir) {
+  fs::create_directories(dir);
+  for (const char* f : {"config.yaml", "generator.safetensors"}) fs::copy_file(lama_dir() / f, dir / f);
+  return dir;
+}
+
+// The command's stderr is one line naming `needle`, with exit code `code`.
+void check_refused(const Run& r, int code, const std::string& needle, const std::string& what) {
+  CHECK_MESSAGE(r.code == code, what << "\n" << r.err);
+  CHECK_MESSAGE(r.err.find(needle) != std::string::npos, what << "\n" << r.err);
+  CHECK_MESSAGE(count_lines(r.err) == 1, what << "\n" << r.err);
+}
+
+}  // namespace
+
+TEST_CASE("cli hardening: a 200,000-deep session file is exit 3 and one line, not a crash") {
+  TempDir t;
+  write_ball_mask(t / "m.png");
+  write_bytes(t / "s.json", "{\"lli_session\": " + nested_arrays(200000) + "}");
+  REQUIRE(fs::file_size(t / "s.json") > 400000);
+  Run r = run("lli-edit remove --backend telea --session s.json --mask m.png", t);
+  check_refused(r, 3, "s.json:1:80: JSON nesting deeper than 64 levels", "deep session");
+  // The same through stdin.
+  r = run("lli-edit remove --backend telea --session - --mask m.png", t, (t / "s.json").string());
+  check_refused(r, 3, "<stdin>:1:80: JSON nesting deeper", "deep session on stdin");
+  // And in a step's params.
+  json s = {{"lli_session", 1}, {"current", nullptr}, {"steps", json::array()}};
+  std::string text = s.dump();
+  text.insert(text.size() - 1, ", \"chat\": " + nested_arrays(100000));
+  write_bytes(t / "s2.json", text);
+  r = run("lli-segment --backend grabcut --session s2.json --point 1,1 -o out.png", t);
+  check_refused(r, 3, "s2.json:1:", "deep chat array");
+  CHECK(!fs::exists(t / "out.png"));
+}
+
+TEST_CASE("cli hardening: deep nesting in a checkpoint (safetensors shape, config.yaml) is exit 4, one line") {
+  TempDir t;
+  write_ball_mask(t / "m.png");
+  // generator.safetensors whose first tensor has a 300,000-deep shape.
+  fs::path ck = copy_lama(t / "deep-shape");
+  std::string header = "{\"w\": {\"dtype\": \"F32\", \"shape\": " + nested_arrays(300000) + ", \"data_offsets\": [0, 4]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string len(8, '\0');
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  write_bytes(ck / "generator.safetensors", len + header + std::string(4, '\0'));
+  Run r = run("lli-edit remove -q --backend lama -m " + q(ck) + " -i " + sample("messi5.jpg") + " --mask m.png -o out.png", t);
+  check_refused(r, 4, "generator.safetensors: JSON nesting deeper than 64 levels", "deep safetensors shape");
+  CHECK(!fs::exists(t / "out.png"));
+
+  // config.yaml nested 100,000 deep.
+  fs::path cy = copy_lama(t / "deep-yaml");
+  write_bytes(cy / "config.yaml", "generator: " + nested_arrays(100000) + "\n");
+  r = run("lli-edit remove -q --backend lama -m " + q(cy) + " -i " + sample("messi5.jpg") + " --mask m.png -o out.png", t);
+  check_refused(r, 4, "config.yaml:1:", "deep config.yaml");
+  CHECK(r.err.find("YAML nesting deeper than 64 levels") != std::string::npos);
+  CHECK(!fs::exists(t / "out.png"));
+}
+
+TEST_CASE("cli hardening: a deeply nested prompt file is exit 3 naming it") {
+  TempDir t;
+  write_bytes(t / "p.json", "{\"points\": " + nested_arrays(300000) + "}");
+  Run r = run("lli-segment --backend grabcut -i " + sample("messi5.jpg") + " --prompt p.json -o out.png", t);
+  check_refused(r, 3, "p.json:1:75: JSON nesting deeper than 64 levels", "deep prompt");
+  CHECK(!fs::exists(t / "out.png"));
+}
