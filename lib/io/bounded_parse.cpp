@@ -118,7 +118,7 @@ class BoundedSax {
     if (o_.reject_duplicate_keys && !f.keys.insert(k).second) {
       std::string where = path(stack_.size() - 1);
       if (o_.on_duplicate) o_.on_duplicate(where, static_cast<int>(stack_.size()), k);
-      return fail_here("JSON has a duplicate key " + quote_excerpt(k) +
+      return fail_at(key_start(), "JSON has a duplicate key " + quote_excerpt(k) +
                        (where.empty() ? " (top level)" : " in " + where));
     }
     return dom_.key(k);
@@ -170,6 +170,20 @@ class BoundedSax {
                        " levels (arrays and objects both count)");
     stack_.push_back(Frame{array, 0, {}, {}});
     return true;
+  }
+  // Offset of the opening quote of the key just read (the lexer stopped after its closing quote).
+  std::size_t key_start() const {
+    std::size_t i = static_cast<std::size_t>(*read_ - base);
+    i = i >= 2 ? i - 2 : 0;  // the last character inside the quotes
+    while (i > 0) {
+      if (base[i] == '"') {
+        std::size_t bs = 0;
+        while (bs < i && base[i - 1 - bs] == '\\') ++bs;
+        if (bs % 2 == 0) return i;
+      }
+      --i;
+    }
+    return 0;
   }
   bool fail_here(const std::string& msg) {
     std::size_t read = static_cast<std::size_t>(*read_ - base);

@@ -196,7 +196,10 @@ Prompt parse_prompt(std::string_view json_text, const std::string& source) {
 Prompt load_prompt(const std::string& path) {
   std::string name = path == "-" ? "<stdin>" : path;
   std::string text = read_file(path, PromptLimits::max_file_bytes);
-  return parse_prompt(text, name);
+  Prompt p = parse_prompt(text, name);
+  if (p.empty())
+    throw InputError(name + ": the prompt file is empty (no strokes, points, boxes or text); see README, 'Prompt files'");
+  return p;
 }
 
 // ---- to_pixels -------------------------------------------------------------------------------

@@ -107,3 +107,27 @@ TEST_CASE("cli hardening: a deeply nested prompt file is exit 3 naming it") {
   check_refused(r, 3, "p.json:1:75: JSON nesting deeper than 64 levels", "deep prompt");
   CHECK(!fs::exists(t / "out.png"));
 }
+
+TEST_CASE("cli hardening: duplicate keys in prompt and session JSON, and an empty prompt file, are exit 3") {
+  TempDir t;
+  write_ball_mask(t / "m.png");
+  write_bytes(t / "dup.json", R"({"points": [{"x": 360, "y": 310}], "points": [{"x": 1, "y": 1}]})");
+  Run r = run("lli-segment -q --backend grabcut -i " + sample("messi5.jpg") + " --prompt dup.json -o out.png", t);
+  check_refused(r, 3, "dup.json:1:", "duplicate prompt key");
+  CHECK(r.err.find("duplicate key 'points' (top level)") != std::string::npos);
+  write_bytes(t / "empty.json", "{}");
+  r = run("lli-segment -q --backend grabcut -i " + sample("messi5.jpg") + " --prompt empty.json -o out.png", t);
+  check_refused(r, 3, "empty.json: the prompt file is empty", "empty prompt file");
+  CHECK(!fs::exists(t / "out.png"));
+
+  // A valid session, then the same with "current" given twice.
+  r = run("lli-edit remove -q --backend telea -i " + sample("messi5.jpg") + " --mask m.png --session s.json", t);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  std::string text = slurp(t / "s.json");
+  const std::string before = text;
+  text.insert(text.find("\"current\""), "\"current\": 0, ");
+  write_bytes(t / "s.json", text);
+  r = run("lli-edit remove -q --backend telea --mask m.png --session s.json", t);
+  check_refused(r, 3, "s.json:", "duplicate session key");
+  CHECK(r.err.find("duplicate key 'current' (top level)") != std::string::npos);
+}

@@ -157,3 +157,38 @@ TEST_CASE("YAML: nesting is bounded while parsing (models.yaml), anchors include
   // Normal files parse.
   CHECK_NOTHROW(load_yaml_bounded("a: [1, {b: c}]\n", "x.yaml", ExitCode::model));
 }
+
+TEST_CASE("prompt and session JSON: a duplicate key is refused (exit 3) naming the file and the key") {
+  std::string msg = error_of<InputError>([] { parse_prompt(R"({"text": "a", "text": "b"})", "p.json"); });
+  CHECK(msg == "p.json:1:15: JSON has a duplicate key 'text' (top level)");
+  msg = error_of<InputError>([] {
+    parse_prompt(R"({"boxes": [{"box": [0, 0, 1, 1]}, {"box": [0, 0, 1, 1], "box": [0, 0, 2, 2]}]})", "p.json");
+  });
+  CHECK(msg == "p.json:1:57: JSON has a duplicate key 'box' in boxes[1]");
+  // The same key in two different objects is fine.
+  CHECK(parse_prompt(R"({"points": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]})", "p.json").points.size() == 2);
+  // Sessions: a duplicate step field, a duplicate top-level key.
+  json step = {{"file", "step-0000.png"}, {"sha256", std::string(64, 'a')}, {"tool", "import"}, {"op", "import"}};
+  std::string text = json{{"lli_session", 1}, {"current", 0}, {"steps", json::array({step})}}.dump();
+  const std::string dup_tool = text.substr(0, text.find("\"tool\"")) + "\"tool\":\"x\"," + text.substr(text.find("\"tool\""));
+  msg = error_of<InputError>([&] { Session::parse(dup_tool, "s.json", "."); });
+  CHECK(has(msg, "s.json:1:"));
+  CHECK(has(msg, ": JSON has a duplicate key 'tool' in steps[0]"));
+  msg = error_of<InputError>([&] { Session::parse(R"({"lli_session": 1, "current": null, "current": null})", "s.json", "."); });
+  CHECK(has(msg, "JSON has a duplicate key 'current' (top level)"));
+  // A key with a newline is echoed escaped: the message stays one line.
+  msg = error_of<InputError>([] { parse_prompt("{\"a\\nb\": 1, \"a\\nb\": 2}", "p.json"); });
+  CHECK(has(msg, "duplicate key 'a\\nb'"));
+  CHECK(one_line(msg));
+}
+
+TEST_CASE("load_prompt: a prompt file that holds nothing is a bad input file naming it") {
+  TempDir t;
+  for (const char* text : {"{}", "  {\n}\n", R"({"coords": "normalized"})"}) {
+    write_bytes(t / "empty.json", text);
+    const std::string msg = error_of<InputError>([&] { load_prompt((t / "empty.json").string()); });
+    CHECK_MESSAGE(msg.rfind((t / "empty.json").string() + ": the prompt file is empty", 0) == 0, msg);
+  }
+  write_bytes(t / "text.json", R"({"text": "the dog"})");
+  CHECK(load_prompt((t / "text.json").string()).text == "the dog");
+}

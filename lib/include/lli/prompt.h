@@ -95,7 +95,8 @@ struct PromptLimits {
 // (not range-checked here; see to_pixels). Throws InputError.
 Prompt parse_prompt(std::string_view json_text, const std::string& source = "prompt");
 
-// Reads and parses a prompt file ("-" = stdin, named "<stdin>"). Throws InputError.
+// Reads and parses a prompt file ("-" = stdin, named "<stdin>"). Throws InputError, also for a
+// file that holds nothing ({}): a prompt file that says nothing is a bad input file.
 Prompt load_prompt(const std::string& path);
 
 // Validates every coordinate against a width x height image and returns the prompt in pixels
