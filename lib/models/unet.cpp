@@ -10,6 +10,7 @@
 #include "lli/error.h"
 #include "lli/log.h"
 #include "lli/tensor_io.h"
+#include "nn/group_norm_bf16.h"
 
 namespace lli::models {
 
@@ -454,7 +455,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, dou
   nn::tap_if(tap, "unet.time_emb", -1, emb);
 
   UNetBlockInputs in{emb, encoder_hidden_states.to(dev, dt), objs.defined() ? objs.to(dev, dt) : torch::Tensor()};
-  auto h = conv_in(x);  // [B, C0, h, w]
+  auto h = conv_in(nn::prefer_channels_last(x));  // [B, C0, h, w] (channels-last on the bf16 CPU path)
   nn::tap_if(tap, "unet.conv_in", -1, h);
   std::vector<torch::Tensor> skips{h};
   for (std::size_t i = 0; i < down_list.size(); ++i) {
@@ -467,9 +468,10 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, dou
     h = up_list[i](h, in, skips);
     nn::tap_if(tap, "unet.up", static_cast<std::int64_t>(i), h);
   }
-  h = conv_out(nn::apply_activation(conv_norm_out(h), cfg.act_fn));  // [B, out_channels, h, w]
+  h = conv_out(cfg.act_fn == nn::Activation::silu ? conv_norm_out->forward_silu(h)
+                                                   : nn::apply_activation(conv_norm_out(h), cfg.act_fn));  // [B, out, h, w]
   nn::tap_if(tap, "unet.out", -1, h);
-  return h.to(torch::kFloat32);
+  return h.to(torch::kFloat32).contiguous();
 }
 
 UNet2DConditionModel load_unet(const std::filesystem::path& dir, const UNetLoadOptions& opts) {
@@ -494,6 +496,7 @@ UNet2DConditionModel load_unet(const std::filesystem::path& dir, const UNetLoadO
   bo.device = opts.device;
   bo.source = ckpt.source();
   bind_weights(*model, tensors, bo);
+  nn::convs_to_channels_last(*model, opts.dtype, opts.device);
   if (model->position_net) {  // always fp32 (see gligen_position_net.h)
     BindOptions pb = bo;
     pb.dtype = torch::kFloat32;

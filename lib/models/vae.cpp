@@ -11,6 +11,7 @@
 #include "lli/error.h"
 #include "lli/log.h"
 #include "lli/tensor_io.h"
+#include "nn/group_norm_bf16.h"
 #include "models/unet.h"  // open_diffusers_checkpoint, parse_block_out_channels, check_compute_dtype
 
 namespace lli::models {
@@ -227,10 +228,10 @@ VAEEncoderImpl::VAEEncoderImpl(const VAEConfig& c, std::int64_t q_chunk) : cfg(c
 }
 
 torch::Tensor VAEEncoderImpl::forward(const torch::Tensor& x) {
-  auto h = conv_in(x);
+  auto h = conv_in(nn::prefer_channels_last(x));  // channels-last on the bf16 CPU path
   for (auto& b : down_list) h = b(h);
   h = mid_block(h);
-  return conv_out(torch::silu(conv_norm_out(h)));  // conv_act is nn.SiLU whatever act_fn is
+  return conv_out(conv_norm_out->forward_silu(h)).contiguous();  // conv_act is nn.SiLU whatever act_fn is
 }
 
 VAEDecoderImpl::VAEDecoderImpl(const VAEConfig& c, std::int64_t q_chunk) : cfg(c) {
@@ -250,9 +251,9 @@ VAEDecoderImpl::VAEDecoderImpl(const VAEConfig& c, std::int64_t q_chunk) : cfg(c
 }
 
 torch::Tensor VAEDecoderImpl::forward(const torch::Tensor& z) {
-  auto h = mid_block(conv_in(z));
+  auto h = mid_block(conv_in(nn::prefer_channels_last(z)));  // channels-last on the bf16 CPU path
   for (auto& b : up_list) h = b(h);
-  return conv_out(torch::silu(conv_norm_out(h)));
+  return conv_out(conv_norm_out->forward_silu(h)).contiguous();
 }
 
 AutoencoderKLImpl::AutoencoderKLImpl(const VAEConfig& c, std::int64_t q_chunk) : cfg(c) {
@@ -317,6 +318,7 @@ AutoencoderKL load_vae(const std::filesystem::path& dir, const VAELoadOptions& o
   bo.device = opts.device;
   bo.source = ckpt.source();
   bind_weights(*model, tensors, bo);
+  nn::convs_to_channels_last(*model, opts.dtype, opts.device);
   log_debug("loaded VAE from {}: {} levels, latent {}, scaling {}, dtype {}", dir.string(), cfg.n_level(),
             cfg.latent_channels, cfg.scaling_factor, c10::toString(opts.dtype));
   return model;

@@ -15,12 +15,11 @@
 #include "nn/attention.h"
 #include "nn/linear_bf16.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
+#include "nn/bf16_simd.h"
+
+#if LLI_HAVE_BF16_SIMD
 #define LLI_HAVE_BF16_KERNEL 1
-#define LLI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define LLI_BF16_TARGET LLI_BF16_SIMD_TARGET
 #else
 #define LLI_HAVE_BF16_KERNEL 0
 #endif
@@ -31,31 +30,13 @@ namespace lli::nn {
 namespace {
 
 #if LLI_HAVE_BF16_KERNEL
-// bf16 x 16 -> fp32 x 16 (exact); fp32 x 16 -> bf16 x 16 (round to nearest even).
-LLI_BF16_TARGET inline __m512 load16(const std::uint16_t* p, __mmask16 m) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
-LLI_BF16_TARGET inline void store16(std::uint16_t* p, __m512 v, __mmask16 m) {
-  _mm256_mask_storeu_epi16(p, m, (__m256i)_mm512_cvtneps_pbh(v));
-}
-LLI_BF16_TARGET inline __m512 round16(__m512 v) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
-}
-inline __mmask16 tail_mask(std::int64_t left) {
-  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
+using simd::load16;
+using simd::round16;
+using simd::store16;
+using simd::tail_mask;
 
-// e^x for x <= 0: Cody-Waite reduction, degree-7 polynomial (relative error ~1e-7), ~0 below -87.
-LLI_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  return _mm512_scalef_ps(p, n);
-}
+// e^x for x <= 0.
+LLI_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) { return simd::exp16(x); }
 
 // erf GELU 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7), the
 // formula of libtorch's vectorized erf.

@@ -1,5 +1,7 @@
 #include "nn/layers.h"
 
+#include "nn/group_norm_bf16.h"
+
 #include "nn/linear_bf16.h"
 
 namespace lli::nn {
@@ -54,7 +56,14 @@ GroupNormImpl::GroupNormImpl(std::int64_t g, std::int64_t c, double e, bool affi
     bias = register_parameter("bias", placeholder({c}), false);
   }
 }
-torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) { return torch::group_norm(x, groups, weight, bias, eps); }
+torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
+  if (group_norm_bf16_applicable(x, groups)) return group_norm_bf16(x, groups, weight, bias, eps, /*silu=*/false);
+  return torch::group_norm(x, groups, weight, bias, eps);
+}
+torch::Tensor GroupNormImpl::forward_silu(const torch::Tensor& x) {
+  if (group_norm_bf16_applicable(x, groups)) return group_norm_bf16(x, groups, weight, bias, eps, /*silu=*/true);
+  return torch::silu(torch::group_norm(x, groups, weight, bias, eps));
+}
 
 EmbeddingImpl::EmbeddingImpl(std::int64_t num, std::int64_t d) {
   weight = register_parameter("weight", placeholder({num, d}), false);

@@ -63,7 +63,10 @@ TORCH_MODULE(LayerNorm);
 
 struct GroupNormImpl : torch::nn::Module {
   GroupNormImpl(std::int64_t groups, std::int64_t channels, double eps, bool affine = true);
-  torch::Tensor forward(const torch::Tensor& x);  // x: [B, C, ...]
+  // x: [B, C, ...]. bf16 on CPU (contiguous or channels-last): nn/group_norm_bf16.h's kernel,
+  // output in x's memory format.
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward_silu(const torch::Tensor& x);  // silu(forward(x)), fused on the bf16 path
   std::int64_t groups;
   double eps;
   torch::Tensor weight, bias;

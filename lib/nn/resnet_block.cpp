@@ -34,12 +34,15 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DConfig& c) : cfg(c) {
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
-  auto h = conv1(apply_activation(norm1(x), cfg.act));  // [B, out, H, W]
+  auto norm_act = [&](GroupNorm& n, const torch::Tensor& t) {
+    return cfg.act == Activation::silu ? n->forward_silu(t) : apply_activation(n(t), cfg.act);
+  };
+  auto h = conv1(norm_act(norm1, x));  // [B, out, H, W]
   if (time_emb_proj && temb.defined()) {
     auto t = time_emb_proj(cfg.skip_time_act ? temb : apply_activation(temb, cfg.act));  // [B, out]
     h = h + t.unsqueeze(-1).unsqueeze(-1);
   }
-  h = conv2(apply_activation(norm2(h), cfg.act));
+  h = conv2(norm_act(norm2, h));
   auto shortcut = conv_shortcut ? conv_shortcut(x) : x;
   auto out = shortcut + h;
   if (cfg.output_scale_factor != 1.0) out = out / cfg.output_scale_factor;

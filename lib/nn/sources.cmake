@@ -4,6 +4,7 @@ list(APPEND LLI_TORCH_SOURCES
   nn/clip_layer.cpp
   nn/linear_bf16.cpp
   nn/attention_bf16.cpp
+  nn/group_norm_bf16.cpp
   nn/resnet_block.cpp
   nn/diffusers_attention.cpp
   nn/transformer_2d.cpp)

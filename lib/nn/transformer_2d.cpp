@@ -115,9 +115,10 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
   const auto ctx = context.to(h.scalar_type());
   for (auto& blk : blocks) h = blk(h, ctx, objs);
   if (proj_out_conv) {
-    h = proj_out_conv(h.reshape({B, H, W, inner}).permute({0, 3, 1, 2}).contiguous());
+    // Back in x's layout (a free view when x is channels-last).
+    h = proj_out_conv(h.reshape({B, H, W, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format()));
   } else {
-    h = proj_out_linear(h).reshape({B, H, W, x.size(1)}).permute({0, 3, 1, 2}).contiguous();
+    h = proj_out_linear(h).reshape({B, H, W, x.size(1)}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
   }
   return h + x;
 }

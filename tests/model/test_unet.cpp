@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -20,6 +21,8 @@
 #include "models/unet.h"
 #include "nn/attention.h"
 #include "nn/attention_bf16.h"
+#include "nn/group_norm_bf16.h"
+#include "nn/layers.h"
 #include "nn/linear_bf16.h"
 #include "model_test_util.h"
 #include "test_util.h"
@@ -334,4 +337,45 @@ TEST_CASE("diffusers bf16 kernels: layer_norm_bf16 and geglu_bf16 against libtor
     CHECK(rel(g) <= 2.0 / 256);  // gelu may round to the neighbouring bf16 value, plus the product rounding
     CHECK(rel(g) <= rel(ge) + 1e-6);
   }
+}
+
+TEST_CASE("group_norm_bf16: NCHW and channels-last, with and without SiLU, against fp64 and libtorch's bf16 ops") {
+  if (!lli::nn::bf16_kernels_available()) LLI_SKIP("this CPU has no AVX512-BF16 (or LLI_FAST_BF16=0)");
+  torch::NoGradGuard ng;
+  torch::manual_seed(11);
+  for (const auto& [N, C, H, W, G] : std::vector<std::array<std::int64_t, 5>>{{2, 64, 9, 7, 32}, {1, 40, 5, 5, 8}, {1, 48, 3, 33, 4}}) {
+    CAPTURE(C);
+    auto x = (torch::randn({N, C, H, W}) * 2 + 0.5).to(torch::kBFloat16);
+    auto w = torch::randn({C}).to(torch::kBFloat16), b = torch::randn({C}).to(torch::kBFloat16);
+    auto exact = torch::group_norm(x.to(torch::kFloat64), G, w.to(torch::kFloat64), b.to(torch::kFloat64), 1e-5);
+    auto eager = torch::group_norm(x, G, w, b, 1e-5);
+    for (const bool cl : {false, true}) {
+      CAPTURE(cl);
+      auto xi = cl ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+      REQUIRE(lli::nn::group_norm_bf16_applicable(xi, G));
+      auto y = lli::nn::group_norm_bf16(xi, G, w, b, 1e-5, false);
+      CHECK(y.is_contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+      const double df = max_abs_diff(y, exact), de = max_abs_diff(eager, exact);
+      MESSAGE("group_norm C=" << C << (cl ? " NHWC" : " NCHW") << ": max |diff| vs fp64 " << df << " (libtorch NCHW bf16 "
+                              << de << ")");
+      CHECK(df <= de * 1.01 + 1e-6);  // one rounding to bf16, as libtorch's
+      auto z = lli::nn::group_norm_bf16(xi, G, w, b, 1e-5, true);
+      // The fused SiLU of the rounded GroupNorm is silu(y) correctly rounded to bf16 (libtorch's bf16
+      // SiLU is off by a step at times: reported).
+      auto y64 = y.to(torch::kFloat64);
+      auto exact_silu = y64 * torch::sigmoid(y64);
+      auto rel = [&](const torch::Tensor& t) {
+        return ((t.to(torch::kFloat64) - exact_silu).abs() / (exact_silu.abs() + 1e-30)).max().item<double>();
+      };
+      MESSAGE("fused silu: max relative error " << rel(z) << " (libtorch's bf16 silu of the same y: " << rel(torch::silu(y))
+                                                 << ")");
+      CHECK(rel(z) <= 1.0 / 256 + 1e-6);
+    }
+  }
+  // Through the module: the bf16 path is taken, fp32 stays libtorch's.
+  lli::nn::GroupNorm gn(4, 16, 1e-6);
+  gn->weight.set_data(torch::randn({16}));
+  gn->bias.set_data(torch::randn({16}));
+  auto x32 = torch::randn({1, 16, 6, 6});
+  CHECK(torch::equal(gn(x32), torch::group_norm(x32, 4, gn->weight, gn->bias, 1e-6)));
 }
