@@ -44,7 +44,7 @@ Examples:
   lli-edit replace -i dog.jpg --mask dog.mask.png --text "a cat" --seed 3 -o cat.png
   lli-edit move -i photo.jpg --mask ball.mask.png --offset -120,10 -o moved.png --blend poisson
   lli-edit move --session s.json --to-box 10,200,110,300 --regenerate --text "a red ball"
-Defaults: remove/move dilate the mask by round(50 * longer side / 512) px (the seed system's 50 px at
+Masks: every non-zero pixel is the object (as LaMa). Defaults: remove/move dilate the mask by round(50 * longer side / 512) px (the seed system's 50 px at
 512 px; --dilate 0 = none); inpaint/replace run GLIGEN inpainting (models.yaml tools.lli-edit.inpaint_model)
 with beta 1.0 on a square crop around the region (+ --context px) resized to the model's size, and paste
 only the region (+ --feather px): every other pixel is bit-identical to the input.
@@ -84,6 +84,18 @@ cv::Rect mask_box(const cv::Mat& mask, const std::string& name) {
   return r;
 }
 
+// lli-edit's masks: every non-zero pixel is the object (LaMa's and IOPaint's rule: a soft or
+// anti-aliased edge counts as hole), unlike lli's general > 127 reading. cv::Mat CV_8UC1 0/255.
+cv::Mat read_edit_mask(const std::string& path) {
+  const cv::Mat img = read_image(path).bgr;
+  cv::Mat grey;
+  if (img.channels() == 1)
+    grey = img;
+  else
+    cv::cvtColor(img, grey, img.channels() == 4 ? cv::COLOR_BGRA2GRAY : cv::COLOR_BGR2GRAY);
+  return grey > 0;
+}
+
 // Mask of the session's input step: the union of the latest masks made on that step.
 cv::Mat session_mask(Session& s, int step) {
   const auto& masks = s.latest_masks();
@@ -91,7 +103,7 @@ cv::Mat session_mask(Session& s, int step) {
   cv::Mat acc;
   for (const auto& m : masks) {
     if (m.step != step) continue;
-    cv::Mat mk = read_mask(s.mask_path(m).string());
+    cv::Mat mk = read_edit_mask(s.mask_path(m).string());
     if (acc.empty())
       acc = mk;
     else {
@@ -495,7 +507,7 @@ int main(int argc, char** argv) {
   auto* replace = app.add_subcommand("replace", "Redraw the masked object as something else (GLIGEN inpainting)");
   auto* move = app.add_subcommand("move", "Move the masked object (its pixels; LaMa fills the hole)");
   for (auto* sub : {remove, replace, move})
-    sub->add_option("--mask", e.mask, "Mask PNG of the object (white = object; '-' = stdin; batch: a directory)");
+    sub->add_option("--mask", e.mask, "Mask PNG of the object (non-zero = object; '-' = stdin; batch: a directory)");
   for (auto* sub : {remove, move}) {
     sub->add_option("--backend", e.backend, "Hole filler: auto (lama when installed) | lama | telea");
     sub->add_option("--dilate", e.dilate, "Grow the mask by this many pixels first (default: 50 px per 512 px of the longer side)")
@@ -530,7 +542,7 @@ int main(int argc, char** argv) {
       in.bgr = read_image(image_path).bgr;
       if (needs_mask) {
         if (!mask_path.empty()) {
-          in.mask = read_mask(mask_path);
+          in.mask = read_edit_mask(mask_path);
           in.mask_name = mask_path == "-" ? "<stdin>" : mask_path;
         } else if (session) {
           in.mask = session_mask(*session, step);
