@@ -1,11 +1,17 @@
 #include "lli/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <fmt/format.h>
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -14,6 +20,7 @@
 #include <sstream>
 
 #include "lli/error.h"
+#include "lli/log.h"
 
 namespace lli {
 
@@ -154,6 +161,32 @@ void AtomicFile::commit() {
   unregister_pending(tmp_.c_str());
 }
 
+bool AtomicFile::commit_new() {
+  if (done_) return true;
+  check_interrupted();
+  if (::fsync(fd_) != 0 && errno != EINVAL)
+    throw RuntimeError(path_.string() + ": fsync failed (" + std::strerror(errno) + ")");
+  ::close(fd_);
+  fd_ = -1;
+  bool placed = false;
+  if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) == 0) {
+    placed = true;
+  } else if (errno != EEXIST) {
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+      throw RuntimeError(path_.string() + ": rename from temporary file failed (" + std::strerror(errno) + ")");
+    std::error_code ec;  // no RENAME_NOREPLACE here: check, then rename
+    if (!fs::exists(path_, ec)) {
+      if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+        throw RuntimeError(path_.string() + ": rename from temporary file failed (" + std::strerror(errno) + ")");
+      placed = true;
+    }
+  }
+  if (!placed) ::unlink(tmp_.c_str());
+  done_ = true;
+  unregister_pending(tmp_.c_str());
+  return placed;
+}
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   if (path == "-") {
     std::cout.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -175,6 +208,56 @@ void check_not_overwriting(const fs::path& out, const std::vector<fs::path>& inp
       throw UsageError(out.string() + ": output is the same file as the input; refusing to overwrite it "
                        "(choose another output, or pass --overwrite)");
   }
+}
+
+// ---- FileLock -----------------------------------------------------------------------------------
+double lock_timeout_seconds() {
+  const char* e = std::getenv("LLI_LOCK_TIMEOUT");
+  if (!e || !*e) return 600.0;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(e, &end);
+  if (errno != 0 || *end != '\0' || !(v >= 0) || v > 1e9)
+    throw UsageError(std::string("LLI_LOCK_TIMEOUT = '") + e + "' is not a number of seconds >= 0");
+  return v;
+}
+
+FileLock::FileLock(const fs::path& lock_path, const std::string& what) : path_(lock_path) {
+  const double timeout_s = lock_timeout_seconds();
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    throw RuntimeError(what + ": cannot create the lock file " + path_.string() + " (" + std::strerror(errno) + ")");
+  const auto t0 = std::chrono::steady_clock::now();
+  bool told = false;
+  int pause_ms = 2;
+  for (;;) {
+    if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
+    const int err = errno;
+    if (err == EINTR) continue;
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string fail;
+    if (err != EWOULDBLOCK)
+      fail = what + ": cannot lock " + path_.string() + " (" + std::strerror(err) + ")";
+    else if (waited >= timeout_s)
+      fail = fmt::format("{}: another lli process holds {} (gave up after {:g} s; set LLI_LOCK_TIMEOUT to wait longer)",
+                         what, path_.string(), timeout_s);
+    if (!fail.empty() || interrupted()) {
+      ::close(fd_);
+      fd_ = -1;
+      check_interrupted();
+      throw RuntimeError(fail);
+    }
+    if (!told && waited >= 1.0) {
+      log_info("{}: waiting for {} (another lli process is writing it)", what, path_.string());
+      told = true;
+    }
+    ::usleep(static_cast<useconds_t>(pause_ms) * 1000);
+    pause_ms = std::min(pause_ms * 2, 50);
+  }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
 }
 
 // ---- sha256 (FIPS 180-4) -----------------------------------------------------------------------

@@ -139,11 +139,34 @@ fs::path Session::resolve_dir(const std::string& session_path, const std::string
 Session Session::load(const std::string& session_path, const std::string& session_dir) {
   std::string name = session_path == "-" ? "<stdin>" : session_path;
   fs::path dir = resolve_dir(session_path, session_dir);
-  if (session_path != "-") {
-    std::error_code ec;
-    if (!fs::exists(session_path, ec)) return Session(name, dir);
+  if (session_path == "-") return parse(read_file(session_path, kMaxSessionBytes), name, dir);
+  std::error_code ec;
+  Session s = fs::exists(session_path, ec) ? parse(read_file(session_path, kMaxSessionBytes), name, dir)
+                                           : Session(name, dir);
+  s.path_ = session_path;  // file-backed: changes lock and re-read it
+  return s;
+}
+
+void Session::begin_change() {
+  if (path_.empty() || path_ == "-" || lock_) return;
+  auto lock = std::make_shared<FileLock>(path_ + ".lock", name_);
+  std::error_code ec;
+  if (fs::exists(path_, ec)) {
+    // Another process may have appended since load(): continue from the file's history, which
+    // must still start with the steps this process saw (their indices are in use).
+    Session disk = parse(read_file(path_, kMaxSessionBytes), name_, dir_);
+    for (std::size_t i = 0; i < steps_.size(); ++i) {
+      if (i >= disk.steps_.size() || disk.steps_[i].file != steps_[i].file || disk.steps_[i].sha256 != steps_[i].sha256)
+        throw InputError(name_ + ": the session was rewritten by another program while this one ran (step " +
+                         std::to_string(i) + " is gone or different); nothing was recorded");
+    }
+    current_ = disk.current_;
+    steps_ = std::move(disk.steps_);
+    masks_ = std::move(disk.masks_);
+    chat_ = std::move(disk.chat_);
+    cache_ = std::move(disk.cache_);
   }
-  return parse(read_file(session_path, kMaxSessionBytes), name, dir);
+  lock_ = std::move(lock);
 }
 
 Session Session::parse(std::string_view text, const std::string& name, const fs::path& dir) {
@@ -300,7 +323,12 @@ std::string Session::dump() const {
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-void Session::save(const std::string& path) const { write_file_atomic(path, dump()); }
+void Session::save(const std::string& path) {
+  const bool own = !path_.empty() && path_ != "-" && path == path_;
+  if (own) begin_change();  // even with no change: never write back a stale history
+  write_file_atomic(path, dump());
+  if (own) lock_.reset();
+}
 
 // ---- steps -----------------------------------------------------------------------------------
 
@@ -352,14 +380,18 @@ fs::path Session::image_path(int index) const {
 }
 
 namespace {
-// A file name in `dir` that does not exist yet: stem.ext, else stem-2.ext, stem-3.ext, ...
-// (another session may share the directory; nothing recorded is ever overwritten).
-std::string free_name(const fs::path& dir, const std::string& stem, const std::string& ext) {
+// Writes `bytes` as a NEW file in `dir`: stem.ext, else stem-2.ext, stem-3.ext, ... (another
+// session or process may share the directory; no file is ever replaced). Returns the name.
+std::string write_new_file(const fs::path& dir, const std::string& stem, const std::string& ext,
+                           std::string_view bytes) {
   std::error_code ec;
   for (int k = 1;; ++k) {
-    std::string name = stem + (k == 1 ? "" : "-" + std::to_string(k)) + "." + ext;
-    if (!fs::exists(dir / name, ec)) return name;
     if (k > 100000) throw RuntimeError(dir.string() + ": no free file name for " + stem);
+    std::string name = stem + (k == 1 ? "" : "-" + std::to_string(k)) + "." + ext;
+    if (fs::exists(dir / name, ec)) continue;
+    AtomicFile out(dir / name);
+    out.write(bytes);
+    if (out.commit_new()) return name;
   }
 }
 }  // namespace
@@ -373,12 +405,10 @@ int Session::add_image_step(std::string_view image_bytes, const std::string& ext
   if (!params.is_object() && !params.is_null())
     throw RuntimeError(name_ + ": step params must be a JSON object");
   std::string e = clean_ext(ext);
+  begin_change();  // the file's latest history: size() is the new step's final index
   ensure_dir();
   int index = size();
-  std::string file = free_name(dir_, "step-" + pad4(index), e);
-  AtomicFile out(dir_ / file);
-  out.write(image_bytes);
-  out.commit();
+  std::string file = write_new_file(dir_, "step-" + pad4(index), e, image_bytes);
   SessionStep st;
   st.file = file;
   st.sha256 = sha256_hex(image_bytes);
@@ -411,6 +441,7 @@ int Session::import_image(const fs::path& image) {
 // ---- masks, chat -----------------------------------------------------------------------------
 
 void Session::set_masks(int step_index, const std::vector<NewMask>& masks) {
+  begin_change();
   (void)step(step_index);
   std::vector<SessionMask> out;
   if (!masks.empty()) ensure_dir();
@@ -422,10 +453,7 @@ void Session::set_masks(int step_index, const std::vector<NewMask>& masks) {
         throw RuntimeError(name_ + ": mask " + std::to_string(k) + " has neither bytes nor a source file");
       bytes = read_file(nm.source.string(), kMaxImportBytes);
     }
-    std::string file = free_name(dir_, "mask-" + pad4(step_index) + "-" + std::to_string(k), clean_ext(nm.ext));
-    AtomicFile f(dir_ / file);
-    f.write(bytes);
-    f.commit();
+    std::string file = write_new_file(dir_, "mask-" + pad4(step_index) + "-" + std::to_string(k), clean_ext(nm.ext), bytes);
     SessionMask m;
     m.file = file;
     m.sha256 = sha256_hex(bytes);
@@ -444,6 +472,7 @@ fs::path Session::mask_path(const SessionMask& mask) const {
 }
 
 void Session::add_chat_turn(ChatRole role, const std::string& text, int step_index) {
+  begin_change();
   if (step_index != -1) (void)step(step_index);
   chat_.push_back(ChatTurn{role, text, step_index, now_iso8601()});
 }
@@ -487,6 +516,7 @@ void Session::put_cache(const std::string& image_sha256, const std::string& mode
   if (!is_sha256_hex(image_sha256))
     throw RuntimeError(name_ + ": put_cache: '" + image_sha256 + "' is not a sha256");
   if (model.empty()) throw RuntimeError(name_ + ": put_cache: empty model name");
+  begin_change();
   fs::path abs = file.is_absolute() ? file : dir_ / file;
   std::string rel = to_relative(file.is_absolute() ? file : fs::absolute(abs)).string();
   for (auto& e : cache_) {
@@ -500,6 +530,7 @@ void Session::put_cache(const std::string& image_sha256, const std::string& mode
 
 fs::path Session::put_cache_bytes(const std::string& image_sha256, const std::string& model,
                                   std::string_view bytes, const std::string& ext) {
+  begin_change();
   fs::path p = cache_file_path(image_sha256, model, ext);
   AtomicFile f(p);
   f.write(bytes);

@@ -2,6 +2,7 @@
 // and checkpoints is refused with the file's exit code and one line (no crash), duplicate keys
 // and empty prompt files are bad inputs.
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -130,4 +131,36 @@ TEST_CASE("cli hardening: duplicate keys in prompt and session JSON, and an empt
   r = run("lli-edit remove -q --backend telea --mask m.png --session s.json", t);
   check_refused(r, 3, "s.json:", "duplicate session key");
   CHECK(r.err.find("duplicate key 'current' (top level)") != std::string::npos);
+}
+
+TEST_CASE("cli hardening: 8 rounds of two concurrent lli-edit on one session record every step, no orphan") {
+  TempDir t;
+  write_ball_mask(t / "m.png");
+  Run r = run("lli-edit remove -q --backend telea -i " + sample("messi5.jpg") + " --mask m.png --session s.json", t);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  const std::string one = "lli-edit remove -q --backend telea --mask m.png --session s.json --json";
+  for (int round = 0; round < 8; ++round) {
+    r = run("(" + one + " > a.out 2> a.err; echo $? > a.rc) & (" + one + " > b.out 2> b.err; echo $? > b.rc) & wait", t);
+    INFO("round " << round << "\n" << slurp(t / "a.err") << slurp(t / "b.err"));
+    CHECK(slurp(t / "a.rc") == "0\n");
+    CHECK(slurp(t / "b.rc") == "0\n");
+    // Each reports the step index it really got.
+    const int sa = json::parse(slurp(t / "a.out"))["step"], sb = json::parse(slurp(t / "b.out"))["step"];
+    CHECK(sa != sb);
+    CHECK(std::max(sa, sb) == 2 + 2 * round + 1);
+  }
+  const json s = json::parse(slurp(t / "s.json"));
+  REQUIRE(s["steps"].size() == 2 + 16);
+  std::set<std::string> recorded;
+  for (const auto& st : s["steps"]) recorded.insert(st["file"].get<std::string>());
+  std::set<std::string> on_disk;
+  for (const auto& e : fs::directory_iterator(t.path)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0) on_disk.insert(name);
+    CHECK_MESSAGE(name.find(".tmp-") == std::string::npos, name);
+  }
+  CHECK(on_disk == recorded);  // every image on disk is a recorded step
+  CHECK(recorded.size() == 18);
+  CHECK(s["current"].get<int>() == 17);
+  for (std::size_t i = 2; i < s["steps"].size(); ++i) CHECK(s["steps"][i]["parent"].get<int>() >= 1);
 }

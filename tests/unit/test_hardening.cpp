@@ -1,13 +1,21 @@
 // Hardening (issue 11): deeply nested JSON / YAML refused while parsing (no recursion on a deep
 // tree anywhere), bounded and escaped echoes of untrusted values in one-line messages.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "core/quote.h"
 #include "io/bounded_parse.h"
 #include "lli/error.h"
+#include "lli/fs.h"
 #include "lli/prompt.h"
 #include "lli/registry.h"
 #include "lli/safetensors.h"
@@ -25,6 +33,11 @@ namespace {
 void write_bytes(const fs::path& p, const std::string& bytes) {
   std::ofstream f(p, std::ios::binary);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 std::string nested_arrays(std::size_t depth, const std::string& inner = "") {
@@ -191,4 +204,193 @@ TEST_CASE("load_prompt: a prompt file that holds nothing is a bad input file nam
   }
   write_bytes(t / "text.json", R"({"text": "the dog"})");
   CHECK(load_prompt((t / "text.json").string()).text == "the dog");
+}
+
+// ---- concurrent writers -------------------------------------------------------------------------
+namespace {
+
+// Runs `body` in `n` child processes at once; returns how many exited 0.
+int run_children(int n, const std::function<void(int)>& body) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int rc = 0;
+      try {
+        body(i);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", i, e.what());
+        rc = 1;
+      }
+      ::_exit(rc);
+    }
+    pids.push_back(pid);
+  }
+  int ok = 0;
+  for (pid_t p : pids) {
+    int status = 0;
+    ::waitpid(p, &status, 0);
+    ok += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  return ok;
+}
+
+// Every file in `dir` whose name starts with `prefix`.
+std::set<std::string> files_with_prefix(const fs::path& dir, const std::string& prefix) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) out.insert(e.path().filename().string());
+  return out;
+}
+
+struct EnvVar {
+  std::string name;
+  EnvVar(const char* n, const char* v) : name(n) { ::setenv(n, v, 1); }
+  ~EnvVar() { ::unsetenv(name.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("session: two writers loaded from the same file both have their step recorded") {
+  TempDir t;
+  const std::string path = (t / "s.json").string();
+  {
+    Session s0 = Session::load(path);
+    s0.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
+    s0.save(path);
+  }
+  Session a = Session::load(path), b = Session::load(path);  // both see step 0 only
+  CHECK(a.add_image_step("A", "png", "lli-edit", "remove", json::object(), std::nullopt, 0) == 1);
+  a.save(path);
+  // b's change re-reads the file under the lock: its step is 2, not a second step 1.
+  CHECK(b.add_image_step("B", "png", "lli-edit", "remove", json::object(), std::nullopt, 0) == 2);
+  b.add_chat_turn(ChatRole::user, "hi", 2);
+  b.save(path);
+  Session s = Session::load(path);
+  REQUIRE(s.size() == 3);
+  CHECK(s.steps()[1].file == "step-0001.png");
+  CHECK(s.steps()[2].file == "step-0002.png");
+  CHECK(s.steps()[2].parent == 0);
+  CHECK(s.current() == 2);
+  CHECK(s.chat().size() == 1);
+  CHECK(files_with_prefix(t.path, "step-") == std::set<std::string>{"step-0000.png", "step-0001.png", "step-0002.png"});
+  for (int i = 0; i < 3; ++i) CHECK_NOTHROW(s.verify_step(i));
+  // Saving without a change never writes back a stale history.
+  Session stale = Session::load(path);
+  Session c = Session::load(path);
+  c.add_image_step("C", "png", "lli-edit", "remove", json::object(), std::nullopt, 0);
+  c.save(path);
+  stale.save(path);
+  CHECK(Session::load(path).size() == 4);
+}
+
+TEST_CASE("session: the lock waits at most LLI_LOCK_TIMEOUT, then a clear error, nothing recorded") {
+  TempDir t;
+  const std::string path = (t / "s.json").string();
+  Session s = Session::load(path);
+  s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
+  s.save(path);
+  const std::string before = read_text(t / "s.json");
+  EnvVar timeout("LLI_LOCK_TIMEOUT", "0.3");
+  {
+    FileLock other(path + ".lock", "test");  // another writer (a second descriptor conflicts like a process)
+    Session w = Session::load(path);
+    const std::string msg = error_of<RuntimeError>(
+        [&] { w.add_image_step("X", "png", "lli-edit", "remove", json::object(), std::nullopt, 0); });
+    CHECK(msg == path + ": another lli process holds " + path + ".lock (gave up after 0.3 s; set LLI_LOCK_TIMEOUT to wait longer)");
+    CHECK(read_text(t / "s.json") == before);
+    CHECK(files_with_prefix(t.path, "step-").size() == 1);
+  }
+  // Released: the next writer goes through.
+  Session w = Session::load(path);
+  w.add_image_step("X", "png", "lli-edit", "remove", json::object(), std::nullopt, 0);
+  w.save(path);
+  CHECK(Session::load(path).size() == 2);
+  EnvVar bad("LLI_LOCK_TIMEOUT", "soon");
+  CHECK(has(error_of<UsageError>([] { lock_timeout_seconds(); }), "LLI_LOCK_TIMEOUT = 'soon'"));
+}
+
+TEST_CASE("session: a history rewritten under a writer is refused, not merged") {
+  TempDir t;
+  const std::string path = (t / "s.json").string();
+  Session s = Session::load(path);
+  s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
+  s.save(path);
+  Session w = Session::load(path);
+  Session other(path, t.path);  // a different history written over the file
+  other.add_image_step("OTHER", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
+  other.save(path);
+  CHECK(has(error_of<InputError>([&] { w.add_image_step("X", "png", "e", "e", json::object(), std::nullopt, 0); }),
+            "the session was rewritten by another program while this one ran (step 0 is gone or different)"));
+}
+
+TEST_CASE("session: 6 processes appending 5 steps each at the same time lose nothing") {
+  TempDir t;
+  const std::string path = (t / "s.json").string();
+  {
+    Session s = Session::load(path);
+    s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
+    s.save(path);
+  }
+  const int ok = run_children(6, [&](int i) {
+    for (int k = 0; k < 5; ++k) {
+      Session s = Session::load(path);
+      const std::string bytes = "image " + std::to_string(i) + "/" + std::to_string(k);
+      s.add_image_step(bytes, "png", "lli-edit", "remove", json{{"writer", i}}, std::nullopt, 0);
+      s.save(path);
+    }
+  });
+  CHECK(ok == 6);
+  Session s = Session::load(path);
+  REQUIRE(s.size() == 31);
+  std::set<std::string> recorded;
+  for (int i = 0; i < s.size(); ++i) {
+    CHECK_NOTHROW(s.verify_step(i));
+    recorded.insert(s.steps()[static_cast<std::size_t>(i)].file);
+    CHECK(s.steps()[static_cast<std::size_t>(i)].file == "step-" + std::string(i < 10 ? "000" : "00") + std::to_string(i) + ".png");
+  }
+  CHECK(files_with_prefix(t.path, "step-") == recorded);  // no orphan
+  CHECK(files_with_prefix(t.path, ".").empty());          // no temporary file
+}
+
+TEST_CASE("caches: two processes rewriting one safetensors cache leave one complete file, never a mix") {
+  TempDir t;
+  const fs::path file = t / "cache.safetensors";
+  const int ok = run_children(3, [&](int i) {
+    if (i < 2) {  // two writers, different sizes and contents
+      std::vector<float> data(static_cast<std::size_t>(20000 + 30000 * i), static_cast<float>(i + 1));
+      for (int k = 0; k < 40; ++k)
+        st::write_file(file, {{"x", st::DType::F32, {static_cast<std::int64_t>(data.size())}, data.data(), data.size() * 4}},
+                       {{"writer", std::to_string(i)}});
+      return;
+    }
+    for (int k = 0; k < 200; ++k) {  // a reader: every file it sees is one writer's, whole
+      std::error_code ec;
+      if (!fs::exists(file, ec)) continue;
+      st::File f = st::File::open(file);
+      const auto& x = f.tensors().at(0);
+      const int w = std::stoi(f.metadata().at("writer"));
+      if (x.shape[0] != 20000 + 30000 * w) throw std::runtime_error("size of another writer");
+      const float* p = static_cast<const float*>(x.data);
+      for (std::int64_t j = 0; j < x.shape[0]; ++j)
+        if (p[j] != static_cast<float>(w + 1)) throw std::runtime_error("mixed contents");
+    }
+  });
+  CHECK(ok == 3);
+  CHECK_NOTHROW(st::File::open(file));
+  CHECK(files_with_prefix(t.path, ".").empty());
+}
+
+TEST_CASE("AtomicFile::commit_new never replaces an existing file") {
+  TempDir t;
+  write_bytes(t / "a.png", "old");
+  AtomicFile f(t / "a.png");
+  f.write("new");
+  CHECK_FALSE(f.commit_new());
+  CHECK(read_text(t / "a.png") == "old");
+  CHECK(files_with_prefix(t.path, ".").empty());
+  AtomicFile g(t / "b.png");
+  g.write("b");
+  CHECK(g.commit_new());
+  CHECK(read_text(t / "b.png") == "b");
 }

@@ -28,6 +28,10 @@ class AtomicFile {
 
   void write(std::string_view bytes);  // append
   void commit();                       // fsync, rename over the target
+  // fsync, then move to the target only if nothing exists there (renameat2 RENAME_NOREPLACE, or
+  // a check + rename where the file system has no such call). false (temporary file removed)
+  // when the target exists: the caller picks another name.
+  bool commit_new();
   const fs::path& temp_path() const { return tmp_; }
   const fs::path& path() const { return path_; }
 
@@ -37,6 +41,29 @@ class AtomicFile {
   int fd_ = -1;
   bool done_ = false;
 };
+
+// An exclusive advisory lock (flock) on `lock_path`, for read-modify-write of a shared file
+// (sessions: "<session>.lock" beside it). The lock file is created if missing and left in place
+// (removing it would race with the next locker); a process that dies releases its lock. Waits up
+// to lock_timeout_seconds(), saying so in one log line after a second; then RuntimeError
+// "<what>: another lli process holds <lock_path> (gave up after N s; set LLI_LOCK_TIMEOUT to wait
+// longer)".
+// Ctrl-C while waiting throws InterruptedError.
+class FileLock {
+ public:
+  FileLock(const fs::path& lock_path, const std::string& what);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+};
+
+// Seconds a FileLock waits: $LLI_LOCK_TIMEOUT (a number >= 0; UsageError otherwise), else 600.
+double lock_timeout_seconds();
 
 // Writes bytes atomically to `path`; "-" writes to stdout.
 void write_file_atomic(const std::string& path, std::string_view bytes);

@@ -31,6 +31,16 @@
 // rewritten or removed; `current` moves to each new step. Masks are the LATEST set only
 // (set_masks replaces them). Chat turns and cache entries are appended.
 //
+// Concurrent writers: several processes may append to one session file (a batch script with
+// `&`, GNU parallel). A session loaded from a file takes an exclusive lock on "<session>.lock"
+// (FileLock: flock, waits up to $LLI_LOCK_TIMEOUT s, default 600) at its first change (adding a
+// step, setting masks, a chat turn, a cache entry) and RE-READS the file under it, so the change
+// is made on the latest history with its final step index; save() writes and releases the lock.
+// Every process that saves has its steps recorded, and step files are created without ever
+// replacing one (step-NNNN-2.png if another program took the name). A session read from stdin
+// ("-") is single-writer: no lock. If the history on disk no longer starts with the steps this
+// process loaded (rewritten by another program), the change is refused (InputError).
+//
 // Validation (load/parse): InputError "session.json: steps[3].parent: 5 is not an earlier step",
 // "session.json: lli_session: version 2 is not supported (this build reads version 1)", etc.
 // Resolution (image_path/mask_path): a missing file or a sha256 mismatch (the file was modified
@@ -39,6 +49,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +60,8 @@
 namespace lli {
 
 namespace fs = std::filesystem;
+
+class FileLock;
 
 struct SessionStep {
   std::string file;    // relative to the session directory
@@ -119,8 +132,10 @@ class Session {
 
   // Serialises to JSON text (pretty, 2-space indent, trailing newline).
   std::string dump() const;
-  // Writes dump() atomically to `path` ("-" = stdout).
-  void save(const std::string& path) const;
+  // Writes dump() atomically to `path` ("-" = stdout). For the file it was loaded from: under
+  // the session lock (taken now, re-reading the file, if no change took it yet), then released;
+  // the next change re-reads the file again.
+  void save(const std::string& path);
 
   const std::string& name() const { return name_; }  // for messages
   const fs::path& dir() const { return dir_; }
@@ -182,9 +197,14 @@ class Session {
   void ensure_dir() const;
   fs::path checked_file(const std::string& rel, const std::string& sha, const std::string& what) const;
   fs::path to_relative(const fs::path& file) const;
+  // Before a change: for a file-backed session, takes the lock and re-reads the file (once until
+  // the next save).
+  void begin_change();
 
   std::string name_;
   fs::path dir_;
+  std::string path_;                // the file it was loaded from; "" (parsed text) or "-" (stdin): no lock
+  std::shared_ptr<FileLock> lock_;  // held from the first change to save()
   int current_ = -1;
   std::vector<SessionStep> steps_;
   std::vector<SessionMask> masks_;
