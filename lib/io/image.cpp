@@ -15,8 +15,10 @@
 #include <cstring>
 #include <vector>
 
+#include "core/quote.h"
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "lli/log.h"
 
 namespace lli {
 
@@ -141,7 +143,131 @@ cv::Mat to_bgr8(const cv::Mat& in) {
   return out;
 }
 
+// ---- completeness: is all the data the header announces there? ----------------------------------
+
+// Deflate cannot expand one byte into more than ~1032 (a 258-byte match in 2 bits); Huffman-coded
+// JPEG needs at least one bit per 8x8 block (a progressive DC scan; baseline needs two): at most
+// 512 pixels per byte. Beyond these ratios the header's size cannot come from the file.
+constexpr std::uint64_t kDeflateMaxRatio = 1032;
+constexpr const char* kTruncated = "truncated image data";
+constexpr const char* kCorrupt = "corrupt image data";
+constexpr std::uint64_t kJpegMaxPixelsPerByte = 1024;
+
+ImageDataProblem jpeg_problem(std::string_view b, const ImageInfo& info) {
+  const size_t n = b.size();
+  size_t pos = 2;  // after SOI
+  unsigned sof = 0;
+  while (true) {
+    if (pos >= n) return {kTruncated, fmt::format("JPEG ends after {} bytes without its end-of-image marker", n)};
+    if (u8(b)[pos] != 0xFF) return {kCorrupt, fmt::format("JPEG has no marker at byte {} where one is due", pos)};
+    while (pos < n && u8(b)[pos] == 0xFF) ++pos;
+    if (pos >= n) return {kTruncated, fmt::format("JPEG ends after {} bytes inside a marker", n)};
+    const unsigned m = u8(b)[pos++];
+    if (m == 0xD9) break;                                               // EOI
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue;                // standalone markers
+    if (pos + 2 > n) return {kTruncated, fmt::format("JPEG ends after {} bytes inside a segment header", n)};
+    const std::uint32_t len = be16(b, pos);
+    if (len < 2) return {kCorrupt, fmt::format("JPEG segment 0xFF{:02X} has invalid length {}", m, len)};
+    if (pos + len > n)
+      return {kTruncated, fmt::format("JPEG ends after {} bytes, inside a 0xFF{:02X} segment of {} bytes", n, m, len)};
+    if (is_jpeg_sof(m) && !sof) sof = m;
+    pos += len;
+    if (m != 0xDA) continue;
+    // SOS: entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a restart.
+    while (true) {
+      const void* p = std::memchr(b.data() + pos, 0xFF, n - pos);
+      if (!p) return {kTruncated, fmt::format("JPEG ends after {} bytes, inside the compressed data (no end-of-image marker)", n)};
+      pos = static_cast<size_t>(static_cast<const char*>(p) - b.data());
+      if (pos + 1 >= n) return {kTruncated, fmt::format("JPEG ends after {} bytes, inside the compressed data", n)};
+      const unsigned next = u8(b)[pos + 1];
+      if (next == 0x00 || (next >= 0xD0 && next <= 0xD7)) pos += 2;
+      else if (next == 0xFF) pos += 1;
+      else break;  // a marker: back to the segment walk
+    }
+  }
+  // Arithmetic coding (SOF9-11, 13-15) has no such bound.
+  const bool huffman = sof && sof < 0xC8;
+  const std::uint64_t px = std::uint64_t(info.width) * std::uint64_t(info.height);
+  if (huffman && px > kJpegMaxPixelsPerByte * n)
+    return {kTruncated, fmt::format("the header's {}x{} = {:.1f} MP cannot come from {} bytes of JPEG data", info.width,
+                       info.height, double(px) / 1e6, n)};
+  return {};
+}
+
+ImageDataProblem png_problem(std::string_view b, const ImageInfo& info) {
+  const size_t n = b.size();
+  size_t pos = 8;
+  std::uint64_t idat = 0;
+  bool iend = false;
+  while (pos + 8 <= n) {
+    const std::uint32_t len = be32(b, pos);
+    const std::string type = quote_excerpt(b.substr(pos + 4, 4));
+    if (len > 0x7FFFFFFFu) return {kCorrupt, fmt::format("PNG chunk {} at byte {} has invalid length {}", type, pos, len)};
+    if (pos + 12 + std::uint64_t(len) > n)
+      return {kTruncated, fmt::format("PNG ends after {} bytes, inside its {} chunk of {} bytes", n, type, len)};
+    if (b.substr(pos + 4, 4) == "IDAT") idat += len;
+    if (b.substr(pos + 4, 4) == "IEND") {
+      iend = true;
+      break;
+    }
+    pos += 12 + size_t(len);
+  }
+  if (!iend) return {kTruncated, fmt::format("PNG ends after {} bytes without its IEND chunk", n)};
+  static const int kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type 0, 2, 3, 4, 6
+  const unsigned depth = u8(b)[24], ctype = u8(b)[25];
+  if (ctype <= 6 && kChannels[ctype] && depth >= 1 && depth <= 16) {
+    const std::uint64_t row = 1 + (std::uint64_t(info.width) * kChannels[ctype] * depth + 7) / 8;
+    const std::uint64_t raw = row * std::uint64_t(info.height);
+    if (idat * kDeflateMaxRatio < raw)
+      return {kTruncated, fmt::format("the header's {}x{} image needs at least {} bytes of compressed data, the file has {}",
+                         info.width, info.height, (raw + kDeflateMaxRatio - 1) / kDeflateMaxRatio, idat)};
+  }
+  return {};
+}
+
+ImageDataProblem webp_problem(std::string_view b) {
+  const std::uint64_t riff = std::uint64_t(le32(b, 4)) + 8;
+  if (riff > b.size())
+    return {kTruncated, fmt::format("WebP ends after {} of the {} bytes its RIFF header announces", b.size(), riff)};
+  return {};
+}
+
+bool g_allow_truncated = false;
+
+// Truncated / corrupt data is an InputError unless --allow-truncated.
+void refuse_unless_allowed(const std::string& name, const ImageDataProblem& p) {
+  if (p && !g_allow_truncated)
+    throw InputError(fmt::format("{}: {} ({}; --allow-truncated accepts it)", name, p.what, p.detail));
+}
+
+// The codec's own stderr lines as one line ("" when it printed nothing).
+std::string codec_line(const std::string& captured) {
+  std::string out;
+  size_t start = 0;
+  while (start < captured.size()) {
+    size_t end = captured.find('\n', start);
+    if (end == std::string::npos) end = captured.size();
+    std::string line = captured.substr(start, end - start);
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    if (!line.empty() && out.find(line) == std::string::npos) out += (out.empty() ? "" : "; ") + line;
+    start = end + 1;
+  }
+  return one_line(out, 300);
+}
+
 }  // namespace
+
+void set_allow_truncated_images(bool allow) { g_allow_truncated = allow; }
+bool allow_truncated_images() { return g_allow_truncated; }
+
+ImageDataProblem image_data_problem(std::string_view bytes, const ImageInfo& info) {
+  switch (info.format) {
+    case ImageFormat::jpeg: return jpeg_problem(bytes, info);
+    case ImageFormat::png: return png_problem(bytes, info);
+    case ImageFormat::webp: return webp_problem(bytes);
+    default: return {};
+  }
+}
 
 const char* image_format_name(ImageFormat f) {
   switch (f) {
@@ -213,17 +339,43 @@ void check_image_size(const ImageInfo& info, const std::string& name) {
 cv::Mat decode_image_bytes(std::string_view bytes, const std::string& name) {
   const ImageInfo info = probe_image_header(bytes, name);
   check_image_size(info, name);
+  ImageDataProblem problem = image_data_problem(bytes, info);
+  refuse_unless_allowed(name, problem);
   cv::Mat decoded;
-  try {
-    const cv::Mat buf(1, int(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    decoded = cv::imdecode(buf, cv::IMREAD_COLOR);  // 8-bit BGR, EXIF orientation applied
-  } catch (const cv::Exception& e) {
-    throw InputError(fmt::format("{}: cannot decode {} image: {}", name, image_format_name(info.format),
-                                 e.err.empty() ? std::string(e.what()) : e.err));
+  std::string cv_error;
+  // libjpeg / libpng print their warnings and errors on stderr themselves: captured, and said
+  // once, in lli's error or in one log line naming the file.
+  const std::string codec = codec_line(capture_stderr([&] {
+    try {
+      const cv::Mat buf(1, int(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+      decoded = cv::imdecode(buf, cv::IMREAD_COLOR);  // 8-bit BGR, EXIF orientation applied
+    } catch (const cv::Exception& e) {
+      cv_error = e.err.empty() ? std::string(e.what()) : e.err;
+    }
+  }));
+  if (!cv_error.empty())
+    throw InputError(fmt::format("{}: cannot decode {} image: {}{}", name, image_format_name(info.format),
+                                 one_line(cv_error, 200), codec.empty() ? "" : " (" + codec + ")"));
+  if (decoded.empty())  // with --allow-truncated too: nothing to use
+    throw InputError(fmt::format("{}: cannot decode {} image {}x{} (corrupt or truncated data{})", name,
+                                 image_format_name(info.format), info.width, info.height,
+                                 codec.empty() ? "" : "; " + codec));
+  // libjpeg decodes corrupt data with a warning only ("Corrupt JPEG data: ..."): refused too.
+  const bool jpeg = info.format == ImageFormat::jpeg;
+  if (!codec.empty()) {
+    const std::string said = (jpeg ? "libjpeg: " : "") + codec;
+    if (problem) {
+      problem.detail += "; " + said;
+    } else if (jpeg && (codec.find("Corrupt JPEG data") != std::string::npos ||
+                        codec.find("Premature end of JPEG") != std::string::npos)) {
+      problem = {kCorrupt, said};
+      refuse_unless_allowed(name, problem);
+    }
   }
-  if (decoded.empty())
-    throw InputError(fmt::format("{}: cannot decode {} image {}x{} (corrupt or truncated data)", name,
-                                 image_format_name(info.format), info.width, info.height));
+  if (problem)
+    log_info("warning: {}: {} ({}); decoded anyway (--allow-truncated)", name, problem.what, problem.detail);
+  else if (!codec.empty())
+    log_info("{}: {}", name, codec);
   return to_bgr8(decoded);
 }
 

@@ -164,3 +164,35 @@ TEST_CASE("cli hardening: 8 rounds of two concurrent lli-edit on one session rec
   CHECK(s["current"].get<int>() == 17);
   for (std::size_t i = 2; i < s["steps"].size(); ++i) CHECK(s["steps"][i]["parent"].get<int>() >= 1);
 }
+
+TEST_CASE("cli hardening: truncated images are exit 3 with one line, --allow-truncated accepts a cut JPEG with a warning") {
+  TempDir t;
+  const std::string full = slurp(lli::test::samples_dir() / "messi5.jpg");
+  write_bytes(t / "cut.jpg", full.substr(0, full.size() / 2));
+  write_ball_mask(t / "m.png");
+  // Every tool's image path refuses it.
+  Run r = run("lli-edit remove --backend telea -i cut.jpg --mask m.png -o out.png", t);
+  check_refused(r, 3, "cut.jpg: truncated image data (JPEG ends after 36468 bytes", "cut JPEG, lli-edit");
+  r = run("lli-segment --backend grabcut -i cut.jpg --point 360,310 -o out.png", t);
+  check_refused(r, 3, "cut.jpg: truncated image data", "cut JPEG, lli-segment");
+  CHECK(!fs::exists(t / "out.png"));
+  // As a mask too.
+  r = run("lli-edit remove --backend telea -i " + sample("messi5.jpg") + " --mask cut.jpg -o out.png", t);
+  check_refused(r, 3, "cut.jpg: truncated image data", "cut JPEG as a mask");
+  // Accepted with the flag: exit 0, one warning line naming the file.
+  r = run("lli-edit remove --backend telea -i cut.jpg --mask m.png -o out.png --allow-truncated", t);
+  CHECK_MESSAGE(r.code == 0, r.err);
+  CHECK(r.err.find("warning: cut.jpg: truncated image data (JPEG ends after 36468 bytes") != std::string::npos);
+  CHECK(r.err.find("decoded anyway (--allow-truncated)") != std::string::npos);
+  CHECK(fs::exists(t / "out.png"));
+  // A truncated PNG: libpng's own line does not appear, lli's error carries it.
+  cv::Mat img = cv::imread((lli::test::samples_dir() / "messi5.jpg").string());
+  std::vector<unsigned char> png;
+  REQUIRE(cv::imencode(".png", img, png));
+  write_bytes(t / "cut.png", std::string(png.begin(), png.end()).substr(0, png.size() - 100));
+  r = run("lli-segment --backend grabcut -i cut.png --point 360,310 -o out2.png --allow-truncated", t);
+  check_refused(r, 3, "cut.png: cannot decode PNG image 548x342 (corrupt or truncated data; libpng error:", "cut PNG");
+  CHECK(r.err.find("\nlibpng") == std::string::npos);
+  CHECK(r.err.rfind("libpng", 0) != 0);
+  CHECK(!fs::exists(t / "out2.png"));
+}

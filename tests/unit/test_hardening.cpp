@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -11,11 +12,14 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 
 #include "core/quote.h"
 #include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "lli/image.h"
+#include "lli/log.h"
 #include "lli/prompt.h"
 #include "lli/registry.h"
 #include "lli/safetensors.h"
@@ -393,4 +397,141 @@ TEST_CASE("AtomicFile::commit_new never replaces an existing file") {
   g.write("b");
   CHECK(g.commit_new());
   CHECK(read_text(t / "b.png") == "b");
+}
+
+// ---- truncated and corrupt images ----------------------------------------------------------------
+namespace {
+
+std::string messi_bytes() { return read_text(lli::test::samples_dir() / "messi5.jpg"); }
+
+// The InputError of decoding `bytes`, and what reached stderr meanwhile.
+struct Decoded {
+  std::string error;
+  std::string stderr_text;
+  cv::Mat image;
+};
+Decoded decode(const std::string& bytes, const std::string& name) {
+  Decoded d;
+  d.stderr_text = capture_stderr([&] {
+    try {
+      d.image = decode_image_bytes(bytes, name);
+    } catch (const InputError& e) {
+      d.error = e.what();
+    }
+  });
+  return d;
+}
+
+struct AllowTruncated {
+  AllowTruncated() { set_allow_truncated_images(true); }
+  ~AllowTruncated() { set_allow_truncated_images(false); }
+};
+
+// The offset of the SOF0 marker's height field in a baseline JPEG.
+std::size_t jpeg_sof_size_offset(const std::string& b) {
+  std::size_t i = 2;
+  while (i + 4 < b.size()) {
+    const unsigned m = static_cast<unsigned char>(b[i + 1]);
+    const std::size_t len = static_cast<unsigned char>(b[i + 2]) * 256u + static_cast<unsigned char>(b[i + 3]);
+    if (m == 0xC0) return i + 5;
+    i += 2 + len;
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("images: a JPEG cut anywhere is truncated image data (exit 3) unless --allow-truncated") {
+  const std::string full = messi_bytes();
+  REQUIRE(full.size() == 72937);
+  Decoded ok = decode(full, "messi5.jpg");
+  CHECK(ok.error.empty());
+  CHECK(ok.stderr_text.empty());
+  CHECK_FALSE(image_data_problem(full, probe_image_header(full, "m")));
+  // 11 cuts, from inside the headers to just the end marker missing.
+  for (std::size_t keep : {std::size_t(300), std::size_t(700), full.size() / 8, full.size() / 4, full.size() / 3,
+                           full.size() / 2, 2 * full.size() / 3, 3 * full.size() / 4, full.size() - 1000,
+                           full.size() - 10, full.size() - 2}) {
+    INFO("kept " << keep << " bytes");
+    const std::string cut = full.substr(0, keep);
+    Decoded d = decode(cut, "cut.jpg");
+    CHECK(d.error.rfind("cut.jpg: truncated image data (JPEG ends after " + std::to_string(keep) + " bytes", 0) == 0);
+    CHECK(has(d.error, "--allow-truncated accepts it)"));
+    CHECK(d.stderr_text.empty());
+    CHECK(one_line(d.error));
+    if (keep > 1000) {  // the headers are whole: decodable with the flag, grey where data is missing
+      AllowTruncated allow;
+      Decoded a = decode(cut, "cut.jpg");
+      CHECK(a.error.empty());
+      CHECK(a.image.cols == 548);
+      CHECK(a.image.rows == 342);
+      CHECK(a.stderr_text.rfind("warning: cut.jpg: truncated image data (JPEG ends after", 0) == 0);
+      CHECK(a.stderr_text.find("decoded anyway (--allow-truncated)\n") != std::string::npos);
+      CHECK(std::count(a.stderr_text.begin(), a.stderr_text.end(), '\n') == 1);
+    }
+  }
+}
+
+TEST_CASE("images: a header whose pixel count cannot come from the bytes is refused before decoding") {
+  // 8 KB of messi5.jpg, its SOF saying 30000x3333 (99.99 MP), an end marker appended.
+  std::string b = messi_bytes().substr(0, 8000) + "\xFF\xD9";
+  const std::size_t at = jpeg_sof_size_offset(b);
+  REQUIRE(at > 0);
+  b[at] = static_cast<char>(3333 >> 8);
+  b[at + 1] = static_cast<char>(3333 & 0xFF);
+  b[at + 2] = static_cast<char>(30000 >> 8);
+  b[at + 3] = static_cast<char>(30000 & 0xFF);
+  const double t0 = now_ms();
+  Decoded d = decode(b, "big.jpg");
+  CHECK(now_ms() - t0 < 1000);  // nothing was decoded
+  CHECK(d.error == "big.jpg: truncated image data (the header's 30000x3333 = 100.0 MP cannot come from 8002 bytes of "
+                   "JPEG data; --allow-truncated accepts it)");
+  // The same image whose data is merely corrupt: libjpeg's warning, said once, in lli's error.
+  std::string c = messi_bytes();
+  for (std::size_t i = 30000; i < 30050; ++i) c[i] = static_cast<char>(i % 7 == 0 ? 0xFF : c[i] ^ 0x55);
+  d = decode(c, "corrupt.jpg");
+  CHECK(d.error.rfind("corrupt.jpg: corrupt image data (", 0) == 0);
+  CHECK(d.stderr_text.empty());
+  AllowTruncated allow;
+  d = decode(c, "corrupt.jpg");
+  CHECK(d.error.empty());
+  CHECK(d.stderr_text.rfind("warning: corrupt.jpg: corrupt image data (", 0) == 0);
+  CHECK(has(d.stderr_text, "libjpeg: Corrupt JPEG data: "));
+  CHECK(std::count(d.stderr_text.begin(), d.stderr_text.end(), '\n') == 1);
+}
+
+TEST_CASE("images: truncated or corrupt PNG and WebP are refused with one line, libpng's message inside it") {
+  cv::Mat img = decode_image_bytes(messi_bytes(), "messi5.jpg");
+  const std::string png = encode_image(img, ".png");
+  CHECK(decode(png, "m.png").error.empty());
+  for (std::size_t keep : {png.size() / 2, png.size() - 12, png.size() - 1}) {
+    Decoded d = decode(png.substr(0, keep), "cut.png");
+    CHECK(d.error.rfind("cut.png: truncated image data (PNG ends after " + std::to_string(keep) + " bytes", 0) == 0);
+    CHECK(d.stderr_text.empty());
+    AllowTruncated allow;  // libpng cannot decode a cut file: still exit 3, libpng's words in the one line
+    d = decode(png.substr(0, keep), "cut.png");
+    CHECK(has(d.error, "cut.png: cannot decode PNG image 548x342 (corrupt or truncated data; libpng error: "));
+    CHECK(d.stderr_text.empty());  // the error says it all
+  }
+  // A flipped byte inside IDAT: complete structure, libpng's CRC error.
+  std::string bad = png;
+  bad[png.find("IDAT") + 100] ^= 0x40;
+  Decoded d = decode(bad, "crc.png");
+  CHECK(d.error.rfind("crc.png: cannot decode PNG image 548x342 (corrupt or truncated data; libpng error: IDAT: ", 0) == 0);
+  CHECK(one_line(d.error));
+  CHECK(d.stderr_text.empty());
+  // A PNG header claiming 30000x3000 over a few hundred bytes of data.
+  std::string tall = encode_image(cv::Mat(8, 8, CV_8UC3, cv::Scalar(1, 2, 3)), ".png");
+  const std::uint32_t w = 30000, h = 3000;
+  for (int i = 0; i < 4; ++i) {
+    tall[16 + i] = static_cast<char>((w >> (24 - 8 * i)) & 0xFF);
+    tall[20 + i] = static_cast<char>((h >> (24 - 8 * i)) & 0xFF);
+  }
+  CHECK(has(decode(tall, "tall.png").error, "tall.png: truncated image data (the header's 30000x3000 image needs at least"));
+  // WebP shorter than its RIFF size.
+  const std::string webp = encode_image(img, ".webp");
+  CHECK(decode(webp, "m.webp").error.empty());
+  d = decode(webp.substr(0, webp.size() / 2), "cut.webp");
+  CHECK(d.error == "cut.webp: truncated image data (WebP ends after " + std::to_string(webp.size() / 2) + " of the " +
+                       std::to_string(webp.size()) + " bytes its RIFF header announces; --allow-truncated accepts it)");
 }

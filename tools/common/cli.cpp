@@ -11,6 +11,7 @@
 #include "lli/device.h"
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "lli/image.h"
 #include "lli/log.h"
 
 namespace lli::cli {
@@ -50,6 +51,8 @@ void add_common_flags(CLI::App& app, CommonOptions& o, const FlagSet& which) {
   app.add_flag("-q,--quiet", o.quiet, "No logs or progress on stderr (errors are still printed)");
   app.add_flag("-v,--verbose", o.verbose, "Debug logs on stderr");
   app.add_flag("--progress", o.progress, "Draw progress bars even when stderr is not a terminal");
+  app.add_flag("--allow-truncated", o.allow_truncated,
+               "Decode truncated or corrupt images (a cut JPEG: the rest is grey) with a warning instead of exit 3");
 }
 
 void add_prompt_flags(CLI::App& app, PromptOptions& p, bool with_text) {
@@ -89,6 +92,7 @@ Prompt build_prompt(const PromptOptions& p, int width, int height, const std::st
 void apply_runtime_options(const CommonOptions& o, bool uses_torch) {
   set_log_level(o.quiet ? LogLevel::quiet : (o.verbose ? LogLevel::debug : LogLevel::info));
   set_progress_mode(o.progress);
+  set_allow_truncated_images(o.allow_truncated);
   // --device / --dtype are validated by every tool (usage errors); a model tool also checks that
   // the device exists (exit 4 with a CPU-only libtorch) and sets the thread count.
   const DeviceChoice dev = parse_device(o.device);

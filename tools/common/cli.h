@@ -33,6 +33,7 @@ struct CommonOptions {
   bool quiet = false;
   bool verbose = false;
   bool progress = false;
+  bool allow_truncated = false;  // --allow-truncated: decode truncated/corrupt images with a warning
   // batch
   std::string outdir;
   bool overwrite = false;

@@ -62,8 +62,31 @@ void check_image_size(const ImageInfo& info, const std::string& name);
 // Cap on the bytes read for one image file (256 MiB).
 constexpr std::uint64_t kMaxImageFileBytes = 256ull << 20;
 
-// probe_image_header + check_image_size + cv::imdecode (EXIF applied) -> CV_8UC3 BGR.
-// `name` is used in error messages.
+// Is all the data the header announces there? Empty `what` when it is, else what is wrong and
+// why: "truncated image data" for a JPEG without its end-of-image marker (or ending inside a
+// segment), a PNG cut before IEND, a WebP shorter than its RIFF size, or a header whose pixel count
+// cannot come from that many bytes (Huffman JPEG: over 1024 px per byte; PNG: rows needing more
+// than deflate's 1032:1); "corrupt image data" for a broken JPEG marker / PNG chunk structure.
+// BMP is not checked.
+struct ImageDataProblem {
+  std::string what;    // "" = none
+  std::string detail;  // e.g. "JPEG ends after 36468 bytes, inside the compressed data (...)"
+  explicit operator bool() const { return !what.empty(); }
+};
+ImageDataProblem image_data_problem(std::string_view bytes, const ImageInfo& info);
+
+// Truncated or corrupt data is refused by default (PIL's LOAD_TRUNCATED_IMAGES = False is the
+// precedent): InputError "<file>: truncated image data (...; --allow-truncated accepts it)", or
+// "corrupt image data (libjpeg: Corrupt JPEG data: ...)". Allowed (--allow-truncated, every tool),
+// the decoder's best effort is used (libjpeg fills what is missing with grey) after one warning
+// line; PNG and WebP decoders still fail on a cut file.
+void set_allow_truncated_images(bool allow);
+bool allow_truncated_images();
+
+// probe_image_header + check_image_size + the completeness check above + cv::imdecode (EXIF
+// applied) -> CV_8UC3 BGR. `name` is used in error messages. What libjpeg / libpng print on their
+// own is captured and said once: inside lli's error, or as one log line "<name>: libpng warning:
+// ..." when the image is used.
 cv::Mat decode_image_bytes(std::string_view bytes, const std::string& name);
 
 struct Image {

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 namespace lli {
@@ -43,6 +44,11 @@ class Progress {
   bool finished_ = false;
   std::chrono::steady_clock::time_point start_;
 };
+
+// Runs f with the process's stderr (fd 2) sent to a buffer and returns what was written there:
+// the lines C libraries print on their own (libpng, libjpeg), for the caller to route through
+// lli's messages as one line. lli's own log lines wait meanwhile.
+std::string capture_stderr(const std::function<void()>& f);
 
 // Milliseconds since an arbitrary epoch, for timings.
 double now_ms();
