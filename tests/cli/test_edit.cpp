@@ -105,7 +105,7 @@ TEST_CASE("cli edit remove: LaMa on lama-tiny-a gives the reference's output.png
   CHECK(!fs::exists(t / "x.png"));
 }
 
-TEST_CASE("cli edit remove: LaMa on a photo above --max-side runs on a crop; outside the mask nothing changes") {
+TEST_CASE("cli edit remove: LaMa on a photo above --max-side runs on a crop, outside the mask nothing changes") {
   TempDir t;
   write_ball_mask(t);
   Run r = run("lli-edit remove --backend lama -m " + q(lama_dir()) + " -i " + photo() +
@@ -162,7 +162,7 @@ TEST_CASE("cli edit inpaint: GLIGEN inpainting on gligen-inpaint-tiny-a gives th
   CHECK(!fs::exists(t / "x.png"));
 }
 
-TEST_CASE("cli edit replace: a photo's object redrawn in a square crop; outside the feathered mask nothing changes") {
+TEST_CASE("cli edit replace: a photo's object redrawn in a square crop, outside the feathered mask nothing changes") {
   TempDir t;
   write_ball_mask(t);
   Run r = run("lli-edit replace -m " + q(gligen_dir()) + " -i " + photo() +

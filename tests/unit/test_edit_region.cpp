@@ -34,7 +34,7 @@ TEST_CASE("edit_region: default dilation scales 50 px at 512 with the longer sid
   CHECK(default_dilate({4, 4}) == 1);        // at least 1
 }
 
-TEST_CASE("edit_region: dilate_mask binarises and grows by an ellipse; feather_alpha ramps outside only") {
+TEST_CASE("edit_region: dilate_mask binarises and grows by an ellipse, feather_alpha ramps outside only") {
   cv::Mat m = cv::Mat::zeros(41, 41, CV_8UC1);
   m.at<uchar>(20, 20) = 7;  // any non-zero value is the object
   cv::Mat d0 = dilate_mask(m, 0);
@@ -113,7 +113,7 @@ TEST_CASE("edit_region: the square crop is centred, shifted inside, capped at th
   CHECK(extract_square(img, c, 64).size() == cv::Size(64, 64));
 }
 
-TEST_CASE("edit_region: move_object moves the pixels, fills the hole, leaves the rest; out of frame removes") {
+TEST_CASE("edit_region: move_object moves the pixels, fills the hole, leaves the rest, and out of frame removes") {
   cv::Mat img = noise_image({120, 80}, 4);
   cv::Mat mask = cv::Mat::zeros(80, 120, CV_8UC1);
   cv::rectangle(mask, cv::Rect(20, 20, 20, 20), cv::Scalar(255), cv::FILLED);
