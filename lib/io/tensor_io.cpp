@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "core/quote.h"
 #include "lli/error.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -48,11 +49,30 @@ bool from_scalar_type(torch::ScalarType s, st::DType* out) {
   }
 }
 
+// The dtype as the checkpoint names it (F32, I32, ...).
+std::string st_dtype_name(torch::ScalarType s) {
+  st::DType d;
+  return from_scalar_type(s, &d) ? st::dtype_name(d) : std::string(c10::toString(s));
+}
+
+// What a module tensor accepts from a checkpoint: any float for a float placeholder (converted
+// at bind), any integer for an integer one, BOOL for BOOL. An I32 where weights are expected is
+// refused here, at load, not at the first matmul ("self and mat2 must have the same dtype").
+const char* dtype_kind(torch::ScalarType s) {
+  if (s == torch::kBool) return "BOOL";
+  if (c10::isFloatingType(s)) return "a floating-point dtype (F32, F16, BF16 or F64)";
+  if (c10::isIntegralType(s, /*includeBool=*/false)) return "an integer dtype (I64, I32, I16, I8 or U8)";
+  return "?";
+}
+
 std::string shape_str(torch::IntArrayRef s) {
   std::string out = "[";
   for (std::size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
   return out + "]";
 }
+
+// A tensor name from a checkpoint in a message: control characters escaped, bounded.
+std::string shown(const std::string& name) { return one_line(name, 200); }
 
 // "N what: a, b, c ... and M more" with at most `cap` items.
 std::string listing(const std::vector<std::string>& items, const char* singular, const char* plural,
@@ -70,13 +90,13 @@ torch::Tensor to_torch(const st::TensorRef& ref) {
   const auto opts = torch::TensorOptions().dtype(dtype).device(torch::kCPU);
   std::vector<std::int64_t> shape(ref.shape.begin(), ref.shape.end());
   if (ref.nbytes == 0) return torch::empty(shape, opts);
-  if (!ref.data) throw ModelError(ref.file + ": tensor '" + ref.name + "': no data");
+  if (!ref.data) throw ModelError(ref.file + ": tensor " + quote_excerpt(ref.name) + ": no data");
   if (ref.dtype == st::DType::BOOL) {
     // torch's bool must be 0 or 1; anything else is undefined behaviour in kernels.
     const auto* b = static_cast<const std::uint8_t*>(ref.data);
     for (std::size_t i = 0; i < ref.nbytes; ++i)
       if (b[i] > 1)
-        throw ModelError(ref.file + ": tensor '" + ref.name + "': BOOL byte " + std::to_string(b[i]) + " at index " +
+        throw ModelError(ref.file + ": tensor " + quote_excerpt(ref.name) + ": BOOL byte " + std::to_string(b[i]) + " at index " +
                          std::to_string(i) + " is not 0 or 1");
   }
   const auto addr = reinterpret_cast<std::uintptr_t>(ref.data);
@@ -107,10 +127,10 @@ void save_tensors(const std::filesystem::path& path, const TensorMap& tensors,
   keep.reserve(tensors.size());
   data.reserve(tensors.size());
   for (const auto& [name, t0] : tensors) {
-    if (!t0.defined()) throw RuntimeError(path.string() + ": tensor '" + name + "' is undefined");
+    if (!t0.defined()) throw RuntimeError(path.string() + ": tensor " + quote_excerpt(name) + " is undefined");
     st::DType d;
     if (!from_scalar_type(t0.scalar_type(), &d))
-      throw RuntimeError(path.string() + ": tensor '" + name + "': dtype " +
+      throw RuntimeError(path.string() + ": tensor " + quote_excerpt(name) + ": dtype " +
                          std::string(c10::toString(t0.scalar_type())) + " cannot be stored in safetensors by lli");
     torch::Tensor t = t0.detach().to(torch::kCPU).contiguous();
     keep.push_back(t);
@@ -141,7 +161,7 @@ void bind_weights(torch::nn::Module& module, const TensorMap& tensors, const Bin
         break;
       }
     auto [it, inserted] = ckpt.emplace(name, std::make_pair(key, t));
-    if (!inserted) conflicts.push_back(it->second.first + " and " + key + " both map to " + name);
+    if (!inserted) conflicts.push_back(shown(it->second.first) + " and " + shown(key) + " both map to " + shown(name));
   }
 
   // Module entries by full dotted name (parameters, then buffers).
@@ -150,32 +170,37 @@ void bind_weights(torch::nn::Module& module, const TensorMap& tensors, const Bin
   for (const auto& b : module.named_buffers(/*recurse=*/true)) entries.emplace_back(b.key(), b.value());
 
   const std::set<std::string> optional(opts.optional_keys.begin(), opts.optional_keys.end());
-  std::vector<std::string> missing, mismatched, unexpected;
+  std::vector<std::string> missing, mismatched, unexpected, wrong_dtype;
   std::set<std::string> used;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> plan;  // (module tensor, checkpoint tensor)
   for (const auto& [name, param] : entries) {
     auto it = ckpt.find(name);
     if (it == ckpt.end()) {
-      if (!optional.count(name)) missing.push_back(name);
+      if (!optional.count(name)) missing.push_back(shown(name));
       continue;
     }
     used.insert(name);
     const torch::Tensor& t = it->second.second;
     if (!t.defined()) {
-      missing.push_back(name + " (undefined tensor)");
+      missing.push_back(shown(name) + " (undefined tensor)");
       continue;
     }
     if (t.sizes() != param.sizes()) {
-      mismatched.push_back(name + ": checkpoint " + shape_str(t.sizes()) + " vs model " + shape_str(param.sizes()));
+      mismatched.push_back(shown(name) + ": checkpoint " + shape_str(t.sizes()) + " vs model " + shape_str(param.sizes()));
+      continue;
+    }
+    if (std::strcmp(dtype_kind(t.scalar_type()), dtype_kind(param.scalar_type())) != 0) {
+      wrong_dtype.push_back(shown(it->second.first) + ": " + st_dtype_name(t.scalar_type()) + ", expected " +
+                            dtype_kind(param.scalar_type()));
       continue;
     }
     plan.emplace_back(param, t);
   }
   if (!opts.ignore_unexpected)
     for (const auto& [name, kt] : ckpt)
-      if (!used.count(name)) unexpected.push_back(kt.first);
+      if (!used.count(name)) unexpected.push_back(shown(kt.first));
 
-  if (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !conflicts.empty()) {
+  if (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !wrong_dtype.empty() || !conflicts.empty()) {
     std::string msg = source + ": checkpoint does not match the model:";
     bool first = true;
     auto add = [&](const std::vector<std::string>& items, const char* one, const char* many) {
@@ -186,8 +211,9 @@ void bind_weights(torch::nn::Module& module, const TensorMap& tensors, const Bin
     add(missing, "missing key", "missing keys");
     add(unexpected, "unexpected key", "unexpected keys");
     add(mismatched, "shape mismatch", "shape mismatches");
+    add(wrong_dtype, "tensor of the wrong dtype", "tensors of the wrong dtype");
     add(conflicts, "rename conflict", "rename conflicts");
-    if (!opts.prefix.empty()) msg += " (checkpoint prefix '" + opts.prefix + "')";
+    if (!opts.prefix.empty()) msg += " (checkpoint prefix " + quote_excerpt(opts.prefix) + ")";
     throw ModelError(msg);
   }
 
