@@ -1,5 +1,7 @@
 #include "lli/log.h"
 
+#include "core/quote.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -18,7 +20,7 @@ LogLevel log_level() { return g_level; }
 
 void log_line(LogLevel, const std::string& msg) {
   std::lock_guard<std::recursive_mutex> lock(g_mu);
-  std::fprintf(stderr, "%s\n", msg.c_str());
+  std::fprintf(stderr, "%s\n", one_line(msg).c_str());  // one line, whatever a file name holds
   std::fflush(stderr);
 }
 

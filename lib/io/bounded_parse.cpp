@@ -151,8 +151,7 @@ class BoundedSax {
       if (f.array) {
         p += "[" + std::to_string(f.count ? f.count - 1 : 0) + "]";
       } else {
-        const std::string k = f.key.size() <= 40 ? escape_control(f.key) : quote_excerpt(f.key, 40);
-        p += (p.empty() ? "" : ".") + k;
+        p += (p.empty() ? "" : ".") + one_line(f.key, 40);  // escaped, bounded
       }
       if (p.size() > 200) return p + "...";
     }

@@ -52,7 +52,7 @@ bool get_label(const Ctx& c, const json& obj, const std::string& path) {
   const std::string& s = get_string(c, *it, path + ".label");
   if (s == "positive") return true;
   if (s == "negative") return false;
-  c.fail(path + ".label", "unknown label '" + s + "' (expected \"positive\" or \"negative\")");
+  c.fail(path + ".label", "unknown label " + quote_excerpt(s) + " (expected \"positive\" or \"negative\")");
 }
 
 const json& get_array(const Ctx& c, const json& v, const std::string& path) {
@@ -163,7 +163,7 @@ Prompt parse_prompt(std::string_view json_text, const std::string& source) {
     const std::string& s = get_string(c, *it, "coords");
     if (s == "pixels") p.coords = Coords::pixels;
     else if (s == "normalized") p.coords = Coords::normalized;
-    else c.fail("coords", "unknown coords '" + s + "' (expected \"pixels\" or \"normalized\")");
+    else c.fail("coords", "unknown coords " + quote_excerpt(s) + " (expected \"pixels\" or \"normalized\")");
   }
   std::size_t n_points = 0;
   if (auto it = doc.find("points"); it != doc.end()) {
@@ -311,7 +311,7 @@ std::vector<std::string> split(std::string_view s, char sep, std::size_t max_par
 
 [[noreturn]] void flag_fail(const char* flag, const std::string& value, const std::string& msg,
                             const char* syntax) {
-  throw UsageError(std::string(flag) + " '" + value + "': " + msg + " (expected " + syntax + ")");
+  throw UsageError(std::string(flag) + " " + quote_excerpt(value) + ": " + msg + " (expected " + syntax + ")");
 }
 
 double flag_number(const char* flag, const std::string& value, const std::string& field,
@@ -322,9 +322,9 @@ double flag_number(const char* flag, const std::string& value, const std::string
   char* end = nullptr;
   double d = std::strtod(t.c_str(), &end);
   if (end != t.c_str() + t.size())
-    flag_fail(flag, value, std::string(what) + " '" + t + "' is not a number", syntax);
+    flag_fail(flag, value, std::string(what) + " " + quote_excerpt(t) + " is not a number", syntax);
   if (errno == ERANGE || !std::isfinite(d))
-    flag_fail(flag, value, std::string(what) + " '" + t + "' is not a finite number", syntax);
+    flag_fail(flag, value, std::string(what) + " " + quote_excerpt(t) + " is not a finite number", syntax);
   return d;
 }
 
@@ -345,7 +345,7 @@ Point parse_point_flag(const std::string& value) {
     std::string l = trim(f[2]);
     if (l == "neg" || l == "negative") p.positive = false;
     else if (l == "pos" || l == "positive") p.positive = true;
-    else flag_fail("--point", value, "unknown label '" + l + "' (neg, negative, pos or positive)", kPointSyntax);
+    else flag_fail("--point", value, "unknown label " + quote_excerpt(l) + " (neg, negative, pos or positive)", kPointSyntax);
   }
   p.origin = "--point " + value;
   return p;
@@ -384,7 +384,7 @@ Stroke parse_stroke_flag(const std::string& value, double width) {
   while (in >> tok) {
     auto f = split(tok, ',');
     if (f.size() != 2)
-      flag_fail("--stroke", value, "point '" + tok + "' is not x,y", kStrokeSyntax);
+      flag_fail("--stroke", value, "point " + quote_excerpt(tok) + " is not x,y", kStrokeSyntax);
     if (s.points.size() >= PromptLimits::max_total_points)
       flag_fail("--stroke", value.substr(0, 40) + "...", "more than " +
                     std::to_string(PromptLimits::max_total_points) + " points", kStrokeSyntax);

@@ -10,6 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "core/quote.h"
 #include "io/bounded_parse.h"
 #include "lli/error.h"
 
@@ -204,7 +205,7 @@ Registry Registry::parse(const std::string& yaml_text, const fs::path& file) {
         }
       }
     } else {
-      fail_at(file, it->first, "unknown top-level key '" + key + "' (allowed: models, tools)");
+      fail_at(file, it->first, "unknown top-level key " + quote_excerpt(key) + " (allowed: models, tools)");
     }
   }
   return r;
@@ -238,7 +239,7 @@ ResolvedModel Registry::resolve_model(const std::string& name_or_dir) const {
     if (looks_like_path)
       throw ModelError(name_or_dir + ": checkpoint directory does not exist");
     std::string src = file_.empty() ? std::string("no model config found") : file_.string();
-    throw ModelError("unknown model '" + name_or_dir + "' (known in " + src + ": " +
+    throw ModelError("unknown model " + quote_excerpt(name_or_dir) + " (known in " + src + ": " +
                      (models_.empty() ? std::string("none") : join(model_names())) +
                      "; or pass a checkpoint directory)");
   }

@@ -34,7 +34,7 @@ constexpr const char* kLfsMagic = "version https://git-lfs";
 
 [[noreturn]] void fail(const std::string& file, const std::string& rule) { throw ModelError(file + ": " + rule); }
 [[noreturn]] void fail_tensor(const std::string& file, const std::string& tensor, const std::string& rule) {
-  throw ModelError(file + ": tensor '" + tensor + "': " + rule);
+  throw ModelError(file + ": tensor " + quote_excerpt(tensor) + ": " + rule);
 }
 
 std::string quote_short(const std::string& s) { return quote_excerpt(s); }
@@ -73,7 +73,7 @@ nlohmann::json parse_json_strict(const char* first, const char* last, const std:
   if (safetensors_header)
     o.on_duplicate = [&](const std::string& path, int depth, const std::string& key) {
       if (depth == 1) fail(file, "header has a duplicate tensor name " + quote_short(key));
-      if (depth == 2) fail_tensor(file, path, "duplicate field " + quote_short(key) + " in the header entry");
+      if (depth == 2) fail(file, "tensor '" + path + "': duplicate field " + quote_short(key) + " in the header entry");
     };
   return parse_json_bounded(std::string_view(first, static_cast<std::size_t>(last - first)), file, o);
 }
@@ -338,10 +338,10 @@ File File::open(const std::filesystem::path& path) {
         fail_tensor(file, e.ref.name, "first tensor starts at data offset " + std::to_string(e.begin) +
                                           ", not 0 (gap at the start of the data section)");
       fail_tensor(file, e.ref.name, "gap in the data section: starts at " + std::to_string(e.begin) +
-                                        " but tensor '" + prev->ref.name + "' ends at " + std::to_string(pos));
+                                        " but tensor " + quote_short(prev->ref.name) + " ends at " + std::to_string(pos));
     }
     if (e.begin < pos)
-      fail_tensor(file, e.ref.name, "overlaps tensor '" + prev->ref.name + "': starts at " + std::to_string(e.begin) +
+      fail_tensor(file, e.ref.name, "overlaps tensor " + quote_short(prev->ref.name) + ": starts at " + std::to_string(e.begin) +
                                         " before its end " + std::to_string(pos));
     pos = e.end;
     prev = &e;
@@ -408,27 +408,28 @@ void open_index(const std::filesystem::path& index_path, std::map<std::string, T
   // Validate every shard name before opening anything.
   std::map<std::string, fs::path> shards;  // name in the index -> resolved path
   for (auto it = wm.begin(); it != wm.end(); ++it) {
+    const std::string where = "weight_map." + one_line(it.key(), 60);  // the key escaped, bounded
     if (!it.value().is_string())
-      fail(file, "weight_map." + it.key() + " is " + it.value().type_name() + ", not a shard file name");
+      fail(file, where + " is " + it.value().type_name() + ", not a shard file name");
     const std::string shard = it.value().get<std::string>();
     if (shards.count(shard)) continue;
     fs::path sp(shard);
-    if (shard.empty()) fail(file, "weight_map." + it.key() + ": empty shard name");
+    if (shard.empty()) fail(file, where + ": empty shard name");
     if (sp.is_absolute())
-      fail(file, "weight_map." + it.key() + ": shard " + quote_short(shard) +
+      fail(file, where + ": shard " + quote_short(shard) +
                      " is an absolute path; shards must be inside the checkpoint directory");
     for (const auto& part : sp)
       if (part == "..")
-        fail(file, "weight_map." + it.key() + ": shard " + quote_short(shard) +
+        fail(file, where + ": shard " + quote_short(shard) +
                        " contains '..'; shards must be inside the checkpoint directory");
     fs::path full = dir / sp;
     if (!fs::exists(full, ec))
-      fail(file, "weight_map." + it.key() + ": shard " + quote_short(shard) + " does not exist (" + full.string() +
+      fail(file, where + ": shard " + quote_short(shard) + " does not exist (" + full.string() +
                      "; incomplete download?)");
     fs::path real = fs::canonical(full, ec);
     if (ec) fail(file, "shard " + quote_short(shard) + ": cannot resolve (" + ec.message() + ")");
     if (!is_within(root, real) && !(blobs && is_within(*blobs, real)))
-      fail(file, "weight_map." + it.key() + ": shard " + quote_short(shard) + " resolves to " + real.string() +
+      fail(file, where + ": shard " + quote_short(shard) + " resolves to " + real.string() +
                      ", outside the checkpoint directory " + root.string() + " (symlink escape)");
     shards.emplace(shard, full);
   }
@@ -439,7 +440,7 @@ void open_index(const std::filesystem::path& index_path, std::map<std::string, T
     auto& m = files[shard];
     for (const auto& t : f.tensors()) {
       if (!wm.contains(t.name))
-        fail(f.path(), "tensor '" + t.name + "' is not listed in the index's weight_map (" + file +
+        fail(f.path(), "tensor " + quote_short(t.name) + " is not listed in the index's weight_map (" + file +
                            "; shards from another version?)");
       m.emplace(t.name, t);
     }
@@ -449,7 +450,7 @@ void open_index(const std::filesystem::path& index_path, std::map<std::string, T
     const auto& m = files.at(shard);
     auto t = m.find(it.key());
     if (t == m.end())
-      fail(file, "weight_map maps tensor '" + it.key() + "' to " + quote_short(shard) +
+      fail(file, "weight_map maps tensor " + quote_short(it.key()) + " to " + quote_short(shard) +
                      ", which has no such tensor (shards from another version?)");
     by_name.emplace(it.key(), t->second);
   }
@@ -485,7 +486,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& path, const std::string
 
 const TensorRef& Checkpoint::get(const std::string& name) const {
   auto it = by_name_.find(name);
-  if (it == by_name_.end()) fail(source_, "no tensor '" + name + "' in the checkpoint");
+  if (it == by_name_.end()) fail(source_, "no tensor " + quote_short(name) + " in the checkpoint");
   return it->second;
 }
 
@@ -511,17 +512,17 @@ void write_file(const std::filesystem::path& path, const std::vector<TensorData>
   for (const auto& t : tensors) {
     if (t.name.empty() || t.name == "__metadata__")
       throw RuntimeError(file + ": cannot write a tensor named " + quote_short(t.name));
-    if (!seen.insert(t.name).second) throw RuntimeError(file + ": tensor '" + t.name + "' given twice");
+    if (!seen.insert(t.name).second) throw RuntimeError(file + ": tensor " + quote_short(t.name) + " given twice");
     std::uint64_t numel = 1;
     for (auto d : t.shape) {
-      if (d < 0) throw RuntimeError(file + ": tensor '" + t.name + "': negative dimension in " + shape_str(t.shape));
+      if (d < 0) throw RuntimeError(file + ": tensor " + quote_short(t.name) + ": negative dimension in " + shape_str(t.shape));
       numel *= static_cast<std::uint64_t>(d);
     }
     if (numel * dtype_size(t.dtype) != t.nbytes)
-      throw RuntimeError(file + ": tensor '" + t.name + "': " + std::to_string(t.nbytes) + " bytes given but shape " +
+      throw RuntimeError(file + ": tensor " + quote_short(t.name) + ": " + std::to_string(t.nbytes) + " bytes given but shape " +
                          shape_str(t.shape) + " x " + dtype_name(t.dtype) + " needs " +
                          std::to_string(numel * dtype_size(t.dtype)));
-    if (t.nbytes && !t.data) throw RuntimeError(file + ": tensor '" + t.name + "': no data");
+    if (t.nbytes && !t.data) throw RuntimeError(file + ": tensor " + quote_short(t.name) + ": no data");
     header[t.name] = {{"dtype", dtype_name(t.dtype)},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + t.nbytes}}};

@@ -54,14 +54,14 @@ bool is_sha256_hex(const std::string& s) {
 
 std::string get_sha(const Ctx& c, const json& v, const std::string& path) {
   std::string s = get_string(c, v, path);
-  if (!is_sha256_hex(s)) c.fail(path, "'" + s + "' is not a sha256 (64 lower-case hex digits)");
+  if (!is_sha256_hex(s)) c.fail(path, quote_excerpt(s) + " is not a sha256 (64 lower-case hex digits)");
   return s;
 }
 
 std::string get_rel_path(const Ctx& c, const json& v, const std::string& path) {
   std::string s = get_string(c, v, path);
   if (!is_safe_relative_path(s))
-    c.fail(path, "'" + s + "' must be a path relative to the session directory, without '..'");
+    c.fail(path, quote_excerpt(s) + " must be a path relative to the session directory, without '..'");
   return s;
 }
 
@@ -86,7 +86,7 @@ std::string clean_ext(std::string ext) {
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
   if (ext.empty() || ext.size() > 16 ||
       !std::all_of(ext.begin(), ext.end(), [](unsigned char ch) { return std::isalnum(ch); }))
-    throw RuntimeError("session: file extension '" + ext + "' is not valid");
+    throw RuntimeError("session: file extension " + quote_excerpt(ext) + " is not valid");
   return ext;
 }
 
@@ -256,7 +256,7 @@ Session Session::parse(std::string_view text, const std::string& name, const fs:
       std::string role = get_string(c, require(c, o, "role", p), p + ".role");
       if (role == "user") t.role = ChatRole::user;
       else if (role == "assistant") t.role = ChatRole::assistant;
-      else c.fail(p + ".role", "unknown role '" + role + "' (expected \"user\" or \"assistant\")");
+      else c.fail(p + ".role", "unknown role " + quote_excerpt(role) + " (expected \"user\" or \"assistant\")");
       t.text = get_string(c, require(c, o, "text", p), p + ".text");
       const json& st = require(c, o, "step", p);
       t.step = st.is_null() ? -1 : get_step_ref(c, st, p + ".step", n);
@@ -360,7 +360,7 @@ void Session::ensure_dir() const {
 fs::path Session::checked_file(const std::string& rel, const std::string& sha,
                                const std::string& what) const {
   if (!is_safe_relative_path(rel))
-    throw InputError(name_ + ": " + what + ": '" + rel + "' escapes the session directory");
+    throw InputError(name_ + ": " + what + ": " + quote_excerpt(rel) + " escapes the session directory");
   fs::path p = dir_ / rel;
   std::error_code ec;
   if (!fs::is_regular_file(p, ec))
@@ -514,7 +514,7 @@ fs::path Session::to_relative(const fs::path& file) const {
 
 void Session::put_cache(const std::string& image_sha256, const std::string& model, const fs::path& file) {
   if (!is_sha256_hex(image_sha256))
-    throw RuntimeError(name_ + ": put_cache: '" + image_sha256 + "' is not a sha256");
+    throw RuntimeError(name_ + ": put_cache: " + quote_excerpt(image_sha256) + " is not a sha256");
   if (model.empty()) throw RuntimeError(name_ + ": put_cache: empty model name");
   begin_change();
   fs::path abs = file.is_absolute() ? file : dir_ / file;

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/quote.h"
 #include "io/bounded_parse.h"
 #include "lli/error.h"
 #include "text/unicode.h"
@@ -143,7 +144,7 @@ AddedVocab AddedVocab::load(const fs::path& dir, const json& config, const fs::p
     if (!it->is_object())
       throw ModelError(fmt::format("{}: added_tokens_decoder is not an object", config_path.string()));
     for (const auto& [key, value] : it->items()) {
-      const std::string where = "added_tokens_decoder." + key;
+      const std::string where = "added_tokens_decoder." + one_line(key, 60);  // escaped, bounded
       std::int64_t id = -1;
       try {
         std::size_t used = 0;

@@ -196,3 +196,32 @@ TEST_CASE("cli hardening: truncated images are exit 3 with one line, --allow-tru
   CHECK(r.err.rfind("libpng", 0) != 0);
   CHECK(!fs::exists(t / "out2.png"));
 }
+
+TEST_CASE("cli hardening: a newline in a prompt label, a tensor name or a file name never splits the error line") {
+  TempDir t;
+  write_bytes(t / "p.json", R"({"points": [{"x": 360, "y": 310, "label": "pos\nitive"}]})");
+  Run r = run("lli-segment -q --backend grabcut -i " + sample("messi5.jpg") + " --prompt p.json -o out.png", t);
+  check_refused(r, 3, "p.json: points[0].label: unknown label 'pos\\nitive'", "label with a newline");
+  // An image whose name holds a newline.
+  r = run("lli-segment -q --backend grabcut -i $'no\\nsuch.jpg' --point 1,1 -o out.png", t);
+  check_refused(r, 3, "no\\nsuch.jpg", "file name with a newline");
+  // A LaMa checkpoint whose first tensor is renamed "<name>\nINJECTED": missing + unexpected key, one line.
+  fs::path ck = copy_lama(t / "renamed");
+  std::string bytes = slurp(ck / "generator.safetensors");
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  std::string header = bytes.substr(8, n);
+  std::size_t name_start = header.find('"') + 1;
+  if (header.compare(name_start, 12, "__metadata__") == 0) name_start = header.find("},\"", name_start) + 3;
+  const std::size_t name_end = header.find('"', name_start);
+  header.insert(name_end, "\\nINJECTED");
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string len(8, '\0');
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  write_bytes(ck / "generator.safetensors", len + header + bytes.substr(8 + n));
+  write_ball_mask(t / "m.png");
+  r = run("lli-edit remove -q --backend lama -m " + q(ck) + " -i " + sample("messi5.jpg") + " --mask m.png -o out.png", t);
+  check_refused(r, 4, "\\nINJECTED", "tensor name with a newline");
+  CHECK(r.err.find("checkpoint does not match the model") != std::string::npos);
+  CHECK(!fs::exists(t / "out.png"));
+}

@@ -247,6 +247,15 @@ std::set<std::string> files_with_prefix(const fs::path& dir, const std::string& 
   return out;
 }
 
+// A session file s.json in `t` holding one imported step; returns its path.
+std::string session_with_import(const TempDir& t) {
+  const std::string path = (t / "s.json").string();
+  Session s = Session::load(path);
+  s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
+  s.save(path);
+  return path;
+}
+
 struct EnvVar {
   std::string name;
   EnvVar(const char* n, const char* v) : name(n) { ::setenv(n, v, 1); }
@@ -257,12 +266,7 @@ struct EnvVar {
 
 TEST_CASE("session: two writers loaded from the same file both have their step recorded") {
   TempDir t;
-  const std::string path = (t / "s.json").string();
-  {
-    Session s0 = Session::load(path);
-    s0.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
-    s0.save(path);
-  }
+  const std::string path = session_with_import(t);
   Session a = Session::load(path), b = Session::load(path);  // both see step 0 only
   CHECK(a.add_image_step("A", "png", "lli-edit", "remove", json::object(), std::nullopt, 0) == 1);
   a.save(path);
@@ -290,10 +294,7 @@ TEST_CASE("session: two writers loaded from the same file both have their step r
 
 TEST_CASE("session: the lock waits at most LLI_LOCK_TIMEOUT, then a clear error, nothing recorded") {
   TempDir t;
-  const std::string path = (t / "s.json").string();
-  Session s = Session::load(path);
-  s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
-  s.save(path);
+  const std::string path = session_with_import(t);
   const std::string before = read_text(t / "s.json");
   EnvVar timeout("LLI_LOCK_TIMEOUT", "0.3");
   {
@@ -316,10 +317,7 @@ TEST_CASE("session: the lock waits at most LLI_LOCK_TIMEOUT, then a clear error,
 
 TEST_CASE("session: a history rewritten under a writer is refused, not merged") {
   TempDir t;
-  const std::string path = (t / "s.json").string();
-  Session s = Session::load(path);
-  s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
-  s.save(path);
+  const std::string path = session_with_import(t);
   Session w = Session::load(path);
   Session other(path, t.path);  // a different history written over the file
   other.add_image_step("OTHER", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
@@ -330,12 +328,7 @@ TEST_CASE("session: a history rewritten under a writer is refused, not merged") 
 
 TEST_CASE("session: 6 processes appending 5 steps each at the same time lose nothing") {
   TempDir t;
-  const std::string path = (t / "s.json").string();
-  {
-    Session s = Session::load(path);
-    s.add_image_step("IMG0", "png", "import", "import", json::object(), std::nullopt, std::nullopt);
-    s.save(path);
-  }
+  const std::string path = session_with_import(t);
   const int ok = run_children(6, [&](int i) {
     for (int k = 0; k < 5; ++k) {
       Session s = Session::load(path);
@@ -534,4 +527,36 @@ TEST_CASE("images: truncated or corrupt PNG and WebP are refused with one line, 
   d = decode(webp.substr(0, webp.size() / 2), "cut.webp");
   CHECK(d.error == "cut.webp: truncated image data (WebP ends after " + std::to_string(webp.size() / 2) + " of the " +
                        std::to_string(webp.size()) + " bytes its RIFF header announces; --allow-truncated accepts it)");
+}
+
+// ---- what is echoed is escaped: every error stays one line ---------------------------------------
+TEST_CASE("echoes: a newline inside a label, a JSON key, a tensor name or a flag value does not split the error") {
+  std::string msg = error_of<InputError>([] { parse_prompt(R"({"points": [{"x": 1, "y": 1, "label": "pos\nitive"}]})", "p.json"); });
+  CHECK(msg == "p.json: points[0].label: unknown label 'pos\\nitive' (expected \"positive\" or \"negative\")");
+  msg = error_of<InputError>([] { parse_prompt(R"({"points": [{"x": 1, "y": 1, "la\nbel": 1}]})", "p.json"); });
+  CHECK(msg == "p.json: points[0].la\\nbel: unknown key 'la\\nbel' (allowed: x, y, label)");
+  msg = error_of<UsageError>([] { parse_inline_prompt({"1,1,ne\ng"}, {}, {}, "", 8, Coords::pixels); });
+  CHECK(one_line(msg));
+  CHECK(has(msg, "--point '1,1,ne\\ng'"));
+  // A long label is cut: the message stays short.
+  msg = error_of<InputError>([] { parse_prompt("{\"text\": \"t\", \"coords\": \"" + std::string(100000, 'c') + "\"}", "p.json"); });
+  CHECK(msg.size() < 200);
+  // Session role, tensor names.
+  msg = error_of<InputError>([] {
+    Session::parse(R"({"lli_session": 1, "current": null, "chat": [{"role": "us\r\ner", "text": "", "step": null}]})", "s.json", ".");
+  });
+  CHECK(msg == "s.json: chat[0].role: unknown role 'us\\r\\ner' (expected \"user\" or \"assistant\")");
+  TempDir t;
+  write_bytes(t / "n.safetensors", safetensors_bytes(R"({"w\nx": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}})", "\x01"));
+  msg = error_of<ModelError>([&] { st::File::open(t / "n.safetensors"); });
+  CHECK(has(msg, "tensor 'w\\nx': unsupported dtype 'Q4'"));
+  CHECK(one_line(msg));
+  write_bytes(t / "d.safetensors", safetensors_bytes(R"({"w\nx": {"dtype": "F32", "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+                                                     std::string(4, '\0')));
+  msg = error_of<ModelError>([&] { st::File::open(t / "d.safetensors"); });
+  CHECK(has(msg, "tensor 'w\\nx': duplicate field 'dtype'"));
+  CHECK(one_line(msg));
+  // lli's log lines too.
+  const std::string logged = capture_stderr([] { log_info("file {}", "a\nb.png"); });
+  CHECK(logged == "file a\\nb.png\n");
 }

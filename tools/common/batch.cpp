@@ -128,14 +128,14 @@ int run_batch(const CommonOptions& o, const std::string& tool,
         result["exit_code"] = static_cast<int>(e.code());
         if (!first_error) first_error = static_cast<int>(e.code());
         ++n_fail;
-        std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), e.what());
+        print_error(tool, e.what());
       } catch (const std::exception& e) {
         result["status"] = "error";
         result["error"] = e.what();
         result["exit_code"] = 5;
         if (!first_error) first_error = 5;
         ++n_fail;
-        std::fprintf(stderr, "%s: error: %s: %s\n", tool.c_str(), input.string().c_str(), e.what());
+        print_error(tool, input.string() + ": " + e.what());
       }
     }
     if (o.json) {

@@ -8,6 +8,7 @@
 #include <new>
 #include <opencv2/core.hpp>
 
+#include "core/quote.h"
 #include "lli/device.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -110,6 +111,11 @@ const Registry& registry(const CommonOptions& o) {
   return *reg;
 }
 
+void print_error(const std::string& tool, const std::string& msg) {
+  std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), one_line(msg).c_str());
+  std::fflush(stderr);
+}
+
 int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, CommonOptions& o,
              const std::function<void()>& body) {
   install_signal_handlers();
@@ -123,14 +129,14 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, Comm
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: error: %s\nRun '%s --help' for usage and examples.\n", tool.c_str(), e.what(),
-                 tool.c_str());
+    std::fprintf(stderr, "%s: error: %s\nRun '%s --help' for usage and examples.\n", tool.c_str(),
+                 one_line(e.what()).c_str(), tool.c_str());
     return static_cast<int>(ExitCode::usage);
   }
   if (o.from_step_opt && o.from_step_opt->count()) o.from_step = o.from_step_raw;
   if (o.seed_opt && o.seed_opt->count()) o.seed = o.seed_raw;
   auto fail = [&](int code, const std::string& msg) {
-    std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), msg.c_str());
+    print_error(tool, msg);
     return code;
   };
   try {

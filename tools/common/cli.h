@@ -82,6 +82,10 @@ bool has_prompt(const PromptOptions& p);
 int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, CommonOptions& o,
              const std::function<void()>& body);
 
+// Prints "<tool>: error: <message>" on stderr as ONE line (control characters in the message,
+// e.g. a '\n' in a file name or a JSON key, escaped).
+void print_error(const std::string& tool, const std::string& msg);
+
 // Setup after parsing: log level, progress mode, thread count (libtorch) when needed.
 void apply_runtime_options(const CommonOptions& o, bool uses_torch);
 

@@ -264,7 +264,7 @@ void run_interactive(const CommonOptions& o, const ChatFlags& f, const SamplerCo
     } catch (const Error& e) {
       // A bad command, image or question does not end the conversation.
       if (e.code() == ExitCode::model || e.code() == ExitCode::runtime) throw;
-      std::fprintf(stderr, "lli-chat: error: %s\n", e.what());
+      print_error("lli-chat", e.what());
     }
   }
   save_prompt_cache(chat, f);  // once, when the chat ends (/quit or end of input; not on Ctrl-C)

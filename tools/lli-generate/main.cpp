@@ -10,6 +10,7 @@
 
 #include "common/batch.h"
 #include "common/cli.h"
+#include "core/quote.h"
 #include "core/version.h"
 #include "io/bounded_parse.h"
 #include "io/png_text.h"
@@ -429,8 +430,8 @@ int main(int argc, char** argv) {
           take("scheduler", r.scheduler);
           if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
               name == "." || name == "..")
-            throw InputError(where + ": name '" + name + "' is not a plain file name");
-          if (!names.insert(name).second) throw InputError(where + ": name '" + name + "' is used twice (outputs would collide)");
+            throw InputError(where + ": name " + quote_excerpt(name) + " is not a plain file name");
+          if (!names.insert(name).second) throw InputError(where + ": name " + quote_excerpt(name) + " is used twice (outputs would collide)");
           out_path = (fs::path(o.outdir) / (name + ".png")).string();
           if (static_cast<int>(item % static_cast<std::size_t>(shard.n)) != shard.k - 1) continue;
           if (!o.overwrite && fs::exists(out_path, ec)) {
