@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     metric(p + "total_median_ms", median(total), "ms");
     metric(p + "pre_post_median_ms", median(other), "ms");
     metric(p + "peak_rss_mib", peak_rss_mib(), "MiB");
+    lli::bench::allocator_metrics();
     if (profile) lli::bench::profile_ops("lama " + dtype, [&] { lama.inpaint(bgr, mask); });
   } catch (const lli::Error& e) {
     std::fprintf(stderr, "bench_lama: %s\n", e.what());

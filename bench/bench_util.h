@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_allocator.h"
+
 namespace lli::bench {
 
 using Clock = std::chrono::steady_clock;
@@ -34,6 +36,18 @@ inline double peak_rss_mib() {
 inline void metric(const std::string& name, double v, const char* unit) {
   std::printf("%s: %.2f %s\n", name.c_str(), v, unit);
   std::fflush(stdout);
+}
+
+// lli's CPU allocator (core/cpu_allocator.h): peak mapped bytes and cache hits/misses.
+inline void allocator_metrics() {
+  const auto s = lli::cpu_allocator_stats();
+  if (!s.installed) {
+    std::printf("cpu_allocator: system (LLI_CPU_ALLOCATOR=system)\n");
+    return;
+  }
+  metric("cpu_allocator_peak_mapped_mib", static_cast<double>(s.peak_mapped) / (1 << 20), "MiB");
+  metric("cpu_allocator_cached_mib", static_cast<double>(s.cached) / (1 << 20), "MiB");
+  std::printf("cpu_allocator_hits_misses: %zu %zu\n", s.hits, s.misses);
 }
 
 }  // namespace lli::bench

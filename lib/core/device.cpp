@@ -15,6 +15,7 @@
 #include <cpuid.h>
 #endif
 
+#include "core/cpu_allocator.h"
 #include "lli/error.h"
 
 namespace lli {
@@ -152,6 +153,7 @@ int configure_threads(int threads) {
   if (n <= 0) n = 1;
   at::set_num_threads(n);
   limit_openblas_threads();
+  install_cpu_allocator();
   return n;
 }
 

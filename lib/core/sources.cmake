@@ -4,4 +4,5 @@ list(APPEND LLI_BASE_SOURCES
   core/quote.cpp
   core/version.cpp)
 list(APPEND LLI_TORCH_SOURCES
+  core/cpu_allocator.cpp
   core/device.cpp)

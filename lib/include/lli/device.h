@@ -28,6 +28,7 @@ DTypeChoice resolve_dtype(DTypeChoice d, const DeviceChoice& dev, bool cpu_bf16)
 void check_device_available(const DeviceChoice& dev);
 
 // threads <= 0: number of cores. Sets libtorch's intra-op threads; returns the count used.
+// Also installs lli's CPU tensor allocator (core/cpu_allocator.h) on the first call.
 int configure_threads(int threads);
 
 }  // namespace lli
