@@ -5,6 +5,7 @@ list(APPEND LLI_TORCH_SOURCES
   nn/linear_bf16.cpp
   nn/attention_bf16.cpp
   nn/group_norm_bf16.cpp
+  nn/transpose_copy.cpp
   nn/resnet_block.cpp
   nn/diffusers_attention.cpp
   nn/transformer_2d.cpp)
