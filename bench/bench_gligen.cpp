@@ -193,6 +193,7 @@ int run(const fs::path& dir, const Options& o) {
     auto unet = m::load_unet(dir / "unet", lo);
     metric("unet_load_ms", ms_since(t0), "ms");
     metric("unet_peak_rss_after_load_mib", status_mib("VmHWM"), "MiB");
+    lli::bench::allocator_metrics();
     reset_peak_rss();
     const auto D = unet->cfg.cross_attention_dim;
     auto sample = torch::randn({B, unet->cfg.in_channels, h, h}, gen);
@@ -220,6 +221,7 @@ int run(const fs::path& dir, const Options& o) {
     timed("unet_step", o.repeat, [&] { step(true); });
     timed("unet_step_no_grounding", std::max(0, o.repeat - 1), [&] { step(false); });
     metric("unet_peak_rss_steps_mib", status_mib("VmHWM"), "MiB");
+    lli::bench::allocator_metrics();
   }
 
   if (!o.skip_vae) {
@@ -244,6 +246,7 @@ int run(const fs::path& dir, const Options& o) {
   }
   metric("peak_rss_mib", status_mib("VmHWM"), "MiB");
   metric("rss_mib", status_mib("VmRSS"), "MiB");
+  lli::bench::allocator_metrics();
   return 0;
 }
 

@@ -9,7 +9,13 @@
 // golden-fixture tests check against diffusers' own state_dicts). Values: normal * 0.02 (norm
 // weights 1, the fuser gates 0.3), drawn once into a pool that each tensor views at its own offset.
 //
-//   make_random_gligen OUT_DIR [--dtype f32|f16|bf16] [--seed S]
+//   make_random_gligen OUT_DIR [--dtype f32|f16|bf16] [--seed S] [--inpainting] [--pipeline-from DIR]
+//
+// --inpainting: the UNet of masterful/gligen-1-4-inpainting-text-box (in_channels 9: noisy latent,
+// masked-image latent, mask). --pipeline-from DIR: a whole pipeline for the tools (lli-generate,
+// lli-edit replace/inpaint): model_index.json, scheduler/ and tokenizer/ copied from DIR (a golden
+// fixture such as gligen-inpaint-tiny-a), and text_encoder/ with CLIP ViT-L/14's text sizes (768
+// wide, 12 layers, 12 heads) over that tokenizer's vocabulary.
 //
 // Ref: masterful/gligen-1-4-generation-text-box unet/config.json, CompVis/stable-diffusion-v1-4
 // vae/config.json (diffusers layout).
@@ -28,6 +34,8 @@
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/safetensors.h"
+#include "models/clip_text.h"
+#include "models/config_json.h"
 #include "models/unet.h"
 #include "models/vae.h"
 
@@ -138,7 +146,46 @@ void write_weights(const torch::nn::Module& module, const fs::path& file, torch:
   lli::st::write_file(file, out, {{"format", "pt"}});
 }
 
-void run(const fs::path& out, const std::string& dtype_name, std::uint64_t seed) {
+nlohmann::ordered_json text_encoder_config(std::int64_t vocab_size) {
+  return {{"architectures", {"CLIPTextModel"}},
+          {"attention_dropout", 0.0},
+          {"bos_token_id", 0},
+          {"eos_token_id", 2},
+          {"hidden_act", "quick_gelu"},
+          {"hidden_size", 768},
+          {"initializer_factor", 1.0},
+          {"initializer_range", 0.02},
+          {"intermediate_size", 3072},
+          {"layer_norm_eps", 1e-05},
+          {"max_position_embeddings", 77},
+          {"model_type", "clip_text_model"},
+          {"num_attention_heads", 12},
+          {"num_hidden_layers", 12},
+          {"pad_token_id", 1},
+          {"projection_dim", 768},
+          {"torch_dtype", "float32"},
+          {"vocab_size", vocab_size},
+          {"_lli_note", "random weights (bench/make_random_gligen), not a usable model"}};
+}
+
+// model_index.json, scheduler/ and tokenizer/ from `from`; text_encoder/ at CLIP-L sizes.
+void write_pipeline_parts(const fs::path& from, const fs::path& out, torch::Dtype dtype, std::uint64_t seed) {
+  for (const char* sub : {"scheduler", "tokenizer"}) {
+    fs::create_directories(out / sub);
+    fs::copy(from / sub, out / sub, fs::copy_options::overwrite_existing | fs::copy_options::recursive);
+  }
+  fs::copy_file(from / "model_index.json", out / "model_index.json", fs::copy_options::overwrite_existing);
+  const auto te_from = nlohmann::json::parse(lli::read_file((from / "text_encoder" / "config.json").string()));
+  const auto tc = text_encoder_config(te_from.at("vocab_size").get<std::int64_t>());
+  fs::create_directories(out / "text_encoder");
+  lli::write_file_atomic((out / "text_encoder" / "config.json").string(), tc.dump(2) + "\n");
+  const auto tj = nlohmann::json::parse(tc.dump());
+  m::CLIPTextModel te(m::parse_clip_text_config(m::ConfigReader(tj, "text_encoder/config.json")));
+  write_weights(*te, out / "text_encoder" / "model.safetensors", dtype, seed + 2);
+}
+
+void run(const fs::path& out, const std::string& dtype_name, std::uint64_t seed, bool inpainting,
+         const std::string& pipeline_from) {
   const torch::Dtype dtype = dtype_name == "f32"   ? torch::kFloat32
                              : dtype_name == "f16" ? torch::kHalf
                              : dtype_name == "bf16" ? torch::kBFloat16
@@ -146,7 +193,8 @@ void run(const fs::path& out, const std::string& dtype_name, std::uint64_t seed)
   const std::string file = dtype == torch::kHalf ? "diffusion_pytorch_model.fp16.safetensors"
                                                  : "diffusion_pytorch_model.safetensors";
   for (const char* sub : {"unet", "vae"}) fs::create_directories(out / sub);
-  const auto uc = unet_config();
+  auto uc = unet_config();
+  if (inpainting) uc["in_channels"] = 9;
   lli::write_file_atomic((out / "unet" / "config.json").string(), uc.dump(2) + "\n");
   auto ucfg = m::parse_unet_config(nlohmann::json::parse(uc.dump()), "unet/config.json");
   ucfg.gligen = true;
@@ -157,6 +205,7 @@ void run(const fs::path& out, const std::string& dtype_name, std::uint64_t seed)
   lli::write_file_atomic((out / "vae" / "config.json").string(), vc.dump(2) + "\n");
   m::AutoencoderKL vae(m::parse_vae_config(nlohmann::json::parse(vc.dump()), "vae/config.json"));
   write_weights(*vae, out / "vae" / file, dtype, seed + 1);
+  if (!pipeline_from.empty()) write_pipeline_parts(pipeline_from, out, dtype, seed);
   std::fprintf(stderr, "wrote %s\n", out.string().c_str());
 }
 
@@ -169,9 +218,14 @@ int main(int argc, char** argv) {
   app.add_option("out_dir", out, "output directory (unet/ and vae/; about 3.6 GB in f32)")->required();
   app.add_option("--dtype", dtype, "stored dtype: f32 (diffusion_pytorch_model.safetensors), f16 (the .fp16 variant), bf16");
   app.add_option("--seed", seed, "random seed");
+  bool inpainting = false;
+  std::string pipeline_from;
+  app.add_flag("--inpainting", inpainting, "the inpainting UNet (in_channels 9)");
+  app.add_option("--pipeline-from", pipeline_from,
+                 "copy model_index.json, scheduler/, tokenizer/ from this pipeline directory and write a CLIP-L text_encoder/");
   CLI11_PARSE(app, argc, argv);
   try {
-    run(out, dtype, seed);
+    run(out, dtype, seed, inpainting, pipeline_from);
   } catch (const lli::Error& e) {
     std::fprintf(stderr, "make_random_gligen: %s\n", e.what());
     return static_cast<int>(e.code());

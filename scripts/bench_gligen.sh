@@ -2,8 +2,8 @@
 # GLIGEN / Stable Diffusion CPU benchmark (lli-generate's UNet and VAE): builds bench_gligen and
 # make_random_gligen, creates a random-weight SD-1.4 + GLIGEN checkpoint (unet/ + vae/, diffusers
 # layout, fp32, ~3.6 GB, not committed) when missing, and runs, for bf16 and f32 (one process each,
-# so each peak RSS is that dtype's), with glibc's default malloc and with
-# GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
+# so each peak RSS is that dtype's), with lli's CPU allocator (lib/core/cpu_allocator.h) and with
+# libtorch's own (LLI_CPU_ALLOCATOR=system; "hugetlb" = that plus GLIBC_TUNABLES=glibc.malloc.hugetlb=1):
 #   UNet step at SIZE^2 (default 512: 64x64 latents), batch 2 (classifier-free guidance), 2 boxes,
 #   with and without the GLIGEN fuser; VAE decode of one SIZE^2 image; peak RSS.
 # Random weights: the costs are those of the real model (same shapes, same operations).
@@ -12,7 +12,7 @@
 #
 # Environment: LLI_BUILD_DIR (default build), LLI_BENCH_DATA (default /work/bench-data),
 # LLI_BENCH_OUT (logs; default $LLI_BENCH_DATA/results/gligen-<date>), LLI_BENCH_REPEAT (2),
-# LLI_BENCH_THREADS (2), LLI_BENCH_DTYPES ("bf16 f32"), LLI_BENCH_MALLOC ("default hugetlb").
+# LLI_BENCH_THREADS (2), LLI_BENCH_DTYPES ("bf16 f32"), LLI_BENCH_MALLOC ("lli system"; also "hugetlb").
 # OMP_WAIT_POLICY and OPENBLAS_CORETYPE are passed through (see scripts/bench_sam.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ OUT=${LLI_BENCH_OUT:-$DATA/results/gligen-$(date +%Y%m%d-%H%M%S)}
 REPEAT=${LLI_BENCH_REPEAT:-2}
 THREADS=${LLI_BENCH_THREADS:-2}
 DTYPES=${LLI_BENCH_DTYPES:-bf16 f32}
-MALLOCS=${LLI_BENCH_MALLOC:-default hugetlb}
+MALLOCS=${LLI_BENCH_MALLOC:-lli system}
 
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_gligen make_random_gligen
@@ -44,11 +44,13 @@ mkdir -p "$OUT"
 
 for dtype in $DTYPES; do
   for mal in $MALLOCS; do
-    tun=""
+    tun="" alloc=""
+    [[ $mal == system || $mal == hugetlb ]] && alloc=system
     [[ $mal == hugetlb ]] && tun=glibc.malloc.hugetlb=1
     name="$dtype-$mal"
-    echo "== $name ($(bench_busy) before): GLIBC_TUNABLES=$tun $BENCH $CKPT --dtype $dtype $*" | tee "$OUT/$name.txt"
-    env GLIBC_TUNABLES="$tun" "$BENCH" "$CKPT" --dtype "$dtype" --threads "$THREADS" --repeat "$REPEAT" "$@" 2>&1 |
+    echo "== $name ($(bench_busy) before): LLI_CPU_ALLOCATOR=$alloc GLIBC_TUNABLES=$tun $BENCH $CKPT --dtype $dtype $*" |
+      tee "$OUT/$name.txt"
+    env LLI_CPU_ALLOCATOR="$alloc" GLIBC_TUNABLES="$tun" "$BENCH" "$CKPT" --dtype "$dtype" --threads "$THREADS" --repeat "$REPEAT" "$@" 2>&1 |
       tee -a "$OUT/$name.txt"
   done
 done

@@ -11,7 +11,7 @@
 # Environment: LLI_BUILD_DIR (default build), LLI_BENCH_DATA (default /work/bench-data),
 # LLI_BENCH_OUT (logs; default $LLI_BENCH_DATA/results/lama-<date>), LLI_BENCH_REPEAT (3),
 # LLI_BENCH_THREADS (2), LLI_BENCH_SIZES ("512 1024"), LLI_BENCH_DTYPES ("bf16 f32"),
-# GLIBC_TUNABLES passed through (glibc.malloc.hugetlb=1: see README's performance notes).
+# LLI_BENCH_MALLOC ("lli system": lli's CPU allocator, and libtorch's own via LLI_CPU_ALLOCATOR=system).
 # The reference (advimman/lama FFCResNetGenerator, big-lama shapes, fp32, 2 threads) took 2.1 s at
 # 512x512 and 9.3 s at 1024x1024 on these machines.
 set -euo pipefail
@@ -26,6 +26,7 @@ REPEAT=${LLI_BENCH_REPEAT:-3}
 THREADS=${LLI_BENCH_THREADS:-2}
 SIZES=${LLI_BENCH_SIZES:-512 1024}
 DTYPES=${LLI_BENCH_DTYPES:-bf16 f32}
+MALLOCS=${LLI_BENCH_MALLOC:-lli system}
 
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_lama make_random_lama
@@ -42,12 +43,16 @@ mkdir -p "$OUT"
 
 for size in $SIZES; do
   for dtype in $DTYPES; do
-    name="$dtype-$size"
-    echo "== $name" | tee "$OUT/$name.txt"
-    "$BUILD_DIR/bench/bench_lama" "$CKPT" --dtype "$dtype" --size "$size" --threads "$THREADS" \
-      --repeat "$REPEAT" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+    for mal in $MALLOCS; do
+      alloc=""
+      [[ $mal == system ]] && alloc=system
+      name="$dtype-$size-$mal"
+      echo "== $name (load $(cut -d' ' -f1 /proc/loadavg) before)" | tee "$OUT/$name.txt"
+      LLI_CPU_ALLOCATOR="$alloc" "$BUILD_DIR/bench/bench_lama" "$CKPT" --dtype "$dtype" --size "$size" \
+        --threads "$THREADS" --repeat "$REPEAT" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+    done
   done
 done
 
 echo "== summary ($OUT/summary.txt)"
-grep -h -E "_(model_median|model_min|total_median)_ms|_peak_rss_mib" "$OUT"/*.txt | tee "$OUT/summary.txt"
+grep -H -E "_(model_median|model_min|total_median)_ms|_peak_rss_mib" "$OUT"/*.txt | sed "s#^$OUT/##" | tee "$OUT/summary.txt"

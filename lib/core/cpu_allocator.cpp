@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -24,17 +26,30 @@ constexpr std::size_t kSmallAlign = 64;                    // libtorch's own CPU
 
 std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 
-std::size_t env_cache_limit() {
+bool env_cache_set(std::size_t* bytes) {
   if (const char* s = std::getenv("LLI_CPU_CACHE_MB")) {
     char* end = nullptr;
     const unsigned long long mb = std::strtoull(s, &end, 10);
-    if (end != s && *end == '\0') return static_cast<std::size_t>(mb) << 20;
+    if (end != s && *end == '\0') {
+      *bytes = static_cast<std::size_t>(mb) << 20;
+      return true;
+    }
   }
+  return false;
+}
+
+// At most 1/8 of physical memory.
+std::size_t ram_bound(std::size_t want) {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  std::size_t phys = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) : 0;
-  std::size_t limit = phys / 8;
-  const std::size_t cap = std::size_t{4096} << 20;
-  return limit > cap || limit == 0 ? cap : limit;
+  const std::size_t phys = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) : 0;
+  return phys == 0 ? want : std::min(want, phys / 8);
+}
+
+constexpr std::size_t kDefaultCacheMiB = 256;
+
+std::size_t env_cache_limit() {
+  std::size_t b = 0;
+  return env_cache_set(&b) ? b : ram_bound(kDefaultCacheMiB << 20);
 }
 
 // Maps `size` bytes (a multiple of kHuge) at a kHuge-aligned address, advised for huge pages.
@@ -49,6 +64,11 @@ void* map_huge(std::size_t size) {
   if (end > tail) ::munmap(reinterpret_cast<void*>(tail), end - tail);
   ::madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);
   return reinterpret_cast<void*>(aligned);
+}
+
+std::atomic<int>& no_cache_scopes() {
+  static std::atomic<int> n{0};
+  return n;
 }
 
 class CachingCpuAllocator final : public c10::Allocator {
@@ -73,9 +93,15 @@ class CachingCpuAllocator final : public c10::Allocator {
     return stats_;
   }
 
+  void raise_cache_limit(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.cache_limit = std::max(stats_.cache_limit, bytes);
+  }
+
   void release_cache() {
     std::lock_guard<std::mutex> lock(mu_);
     while (!free_.empty()) evict_locked(free_.begin());
+    live_peak_ = stats_.mapped;  // the peak starts again from what is live now
   }
 
   static CachingCpuAllocator*& instance() {
@@ -145,7 +171,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     if (it == live_.end()) return false;
     const std::size_t size = it->second;
     live_.erase(it);
-    if (size > stats_.cache_limit) {
+    if (size > stats_.cache_limit || no_cache_scopes().load(std::memory_order_relaxed) > 0) {
       ::munmap(p, size);
       stats_.mapped -= size;
       return true;
@@ -191,6 +217,13 @@ bool install_cpu_allocator() {
     CachingCpuAllocator::instance() = a;
     c10::SetCPUAllocator(a, /*priority=*/100);
     installed = true;
+    if (const char* v = std::getenv("LLI_CPU_ALLOCATOR_STATS"); v && *v && std::string(v) != "0")
+      std::atexit([] {
+        const auto s = cpu_allocator_stats();
+        std::fprintf(stderr, "lli cpu allocator: peak mapped %.0f MiB, mapped %.0f MiB, cached %.0f MiB, hits %zu, misses %zu\n",
+                     static_cast<double>(s.peak_mapped) / (1 << 20), static_cast<double>(s.mapped) / (1 << 20),
+                     static_cast<double>(s.cached) / (1 << 20), s.hits, s.misses);
+      });
   });
   return installed;
 }
@@ -203,6 +236,15 @@ CpuAllocatorStats cpu_allocator_stats() {
   s.large_threshold = kLargeThreshold;
   return s;
 }
+
+void cpu_allocator_reserve_cache(std::size_t bytes) {
+  std::size_t env = 0;
+  if (env_cache_set(&env)) return;  // LLI_CPU_CACHE_MB decides
+  if (CachingCpuAllocator* a = CachingCpuAllocator::instance()) a->raise_cache_limit(ram_bound(bytes));
+}
+
+CpuAllocatorNoCache::CpuAllocatorNoCache() { no_cache_scopes().fetch_add(1); }
+CpuAllocatorNoCache::~CpuAllocatorNoCache() { no_cache_scopes().fetch_sub(1); }
 
 void cpu_allocator_release_cache() {
   if (CachingCpuAllocator* a = CachingCpuAllocator::instance()) a->release_cache();

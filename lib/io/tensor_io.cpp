@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "core/cpu_allocator.h"
 #include "core/quote.h"
 #include "lli/error.h"
 
@@ -218,6 +219,7 @@ void bind_weights(torch::nn::Module& module, const TensorMap& tensors, const Bin
   }
 
   // Everything matched: bind (only now, so a failed bind leaves the module untouched).
+  CpuAllocatorNoCache no_cache;  // each replaced placeholder leaves RSS at once
   for (auto& [param, t0] : plan) {
     torch::Tensor t = t0;
     const bool convert_dtype = opts.dtype && t.is_floating_point() && t.scalar_type() != *opts.dtype;
@@ -232,6 +234,9 @@ void bind_weights(torch::nn::Module& module, const TensorMap& tensors, const Bin
     if (t.data_ptr() != t0.data_ptr() && t0.device().is_cpu()) st::release_mapped_pages(t0.data_ptr(), t0.nbytes());
     param.set_data(t);
   }
+  // The module's constructor allocated its parameters before they were replaced here: those blocks
+  // (fp32, the size of the whole model) would otherwise sit in the allocator's cache.
+  cpu_allocator_release_cache();
 }
 
 }  // namespace lli

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/cpu_allocator.h"
 #include "core/torch_device.h"
 #include "lli/error.h"
 #include "lli/log.h"
@@ -186,6 +187,8 @@ LamaInpainter::LamaInpainter(const std::filesystem::path& dir, const LamaOptions
   lo.dtype = to_torch_dtype(impl_->dtype);
   lo.device = impl_->device;
   impl_->model = m::load_lama(dir, lo);
+  // Every call allocates the same ~100 large activation sizes: keep them for the next call.
+  cpu_allocator_reserve_cache(std::size_t{1024} << 20);
 }
 
 LamaInpainter::~LamaInpainter() = default;
