@@ -14,15 +14,9 @@
 #include "lli/error.h"
 #include "nn/linear_bf16.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// GCC 12 reports its own intrinsics' _mm512_undefined_* operands as maybe-uninitialized.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#define LLI_HAVE_BF16_KERNEL 1
-#else
-#define LLI_HAVE_BF16_KERNEL 0
-#endif
+#include "nn/bf16_simd.h"
+
+#define LLI_HAVE_BF16_KERNEL LLI_HAVE_BF16_SIMD
 
 namespace lli::nn {
 
@@ -53,19 +47,15 @@ inline float bf16_value(std::uint16_t b) {
 
 #if LLI_HAVE_BF16_KERNEL
 
-#define LLI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define LLI_BF16_TARGET LLI_BF16_SIMD_TARGET
+using simd::exp16;
+using simd::round16;
 
 LLI_BF16_TARGET inline float hsum(__m512 v) {
   alignas(64) float l[16];
   _mm512_store_ps(l, v);
   return ((l[0] + l[8]) + (l[4] + l[12])) + ((l[2] + l[10]) + (l[6] + l[14])) +
          (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
-}
-
-// bf16 x 16 -> fp32 x 16 (exact).
-LLI_BF16_TARGET inline __m512 load_bf16x16(const std::uint16_t* p, __mmask16 m) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 struct Strides {
@@ -117,7 +107,7 @@ LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* 
   for (std::int64_t j = 0; j < n; ++j) {
     const __m512 p = _mm512_set1_ps(round_bf16(scores[j] * inv));  // probabilities in bf16
     const std::uint16_t* vr = vh + j * v_l;
-    for (std::int64_t c = 0; c < nv; ++c) acc[c] = _mm512_fmadd_ps(p, load_bf16x16(vr + 16 * c, vm[c]), acc[c]);
+    for (std::int64_t c = 0; c < nv; ++c) acc[c] = _mm512_fmadd_ps(p, simd::load16(vr + 16 * c, vm[c]), acc[c]);
   }
   alignas(64) float o[256];
   for (std::int64_t c = 0; c < nv; ++c) _mm512_store_ps(o + 16 * c, acc[c]);
@@ -129,31 +119,6 @@ LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* 
 // From this many query rows on, a head's keys and values are repacked so that scores and the
 // weighted sum come out 16 lanes at a time (no horizontal sums).
 constexpr std::int64_t kPackedMinQueries = 16;
-
-// e^x for x <= 0 (scores minus their maximum): Cody-Waite reduction, degree-7 polynomial,
-// relative error ~1e-7; x below -87 gives ~0.
-LLI_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
-// fp32 -> bf16 (round to nearest even) -> fp32, 16 lanes.
-LLI_BF16_TARGET inline __m512 round_bf16x16(__m512 v) {
-  const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 
 // Keys [Lk, D] (row stride k_l) -> [ceil(Lk/16)][P = ceil(D/2)][16 keys][2], zero-padded.
 void pack_keys(const std::uint16_t* kh, std::int64_t k_l, std::int64_t Lk, std::int64_t D, std::uint16_t* out) {
@@ -200,7 +165,7 @@ LLI_BF16_TARGET inline void softmax_to_bf16(float* scores, std::int64_t nb, __m5
   for (std::int64_t b = 0; b < nb; ++b) {
     const __m512 sc = _mm512_loadu_ps(scores + 16 * b);
     const __mmask16 live = _mm512_cmp_ps_mask(sc, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-    const __m512 e = _mm512_maskz_mov_ps(live, exp_nonpositive(_mm512_sub_ps(sc, mx)));
+    const __m512 e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sc, mx)));
     _mm512_storeu_ps(scores + 16 * b, e);
     vsum = _mm512_add_ps(vsum, e);
   }
@@ -224,8 +189,8 @@ LLI_BF16_TARGET void attend_row_packed(const std::uint16_t* qrow, const std::uin
   const __m512 vdiv = _mm512_set1_ps(divisor);
   __m512 vmax = _mm512_set1_ps(-INFINITY);
   auto finish = [&](__m512 acc, std::int64_t blk) LLI_BF16_TARGET {
-    __m512 sc = round_bf16x16(acc);                        // matmul output in bf16
-    if (divide) sc = round_bf16x16(_mm512_div_ps(sc, vdiv));  // bf16 division
+    __m512 sc = round16(acc);                        // matmul output in bf16
+    if (divide) sc = round16(_mm512_div_ps(sc, vdiv));  // bf16 division
     const std::int64_t left = n - 16 * blk;
     if (left < 16) sc = _mm512_mask_blend_ps(static_cast<__mmask16>((1u << left) - 1), _mm512_set1_ps(-INFINITY), sc);
     _mm512_storeu_ps(scores + 16 * blk, sc);
@@ -299,8 +264,8 @@ LLI_BF16_TARGET void scores_block(const std::uint32_t* qw, const std::uint16_t* 
   __m512 mx[R];
   for (int r = 0; r < R; ++r) mx[r] = _mm512_set1_ps(-INFINITY);
   auto finish = [&](__m512 acc, int r, std::int64_t blk) LLI_BF16_TARGET {
-    __m512 sc = round_bf16x16(acc);
-    if (divide) sc = round_bf16x16(_mm512_div_ps(sc, vdiv));
+    __m512 sc = round16(acc);
+    if (divide) sc = round16(_mm512_div_ps(sc, vdiv));
     const std::int64_t left = n - 16 * blk;
     if (left < 16) sc = _mm512_mask_blend_ps(static_cast<__mmask16>((1u << left) - 1), _mm512_set1_ps(-INFINITY), sc);
     _mm512_storeu_ps(scores + r * ld + 16 * blk, sc);

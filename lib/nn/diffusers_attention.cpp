@@ -35,9 +35,6 @@ using simd::round16;
 using simd::store16;
 using simd::tail_mask;
 
-// e^x for x <= 0.
-LLI_BF16_TARGET inline __m512 exp_nonpositive(__m512 x) { return simd::exp16(x); }
-
 // erf GELU 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7), the
 // formula of libtorch's vectorized erf.
 LLI_BF16_TARGET inline __m512 gelu16(__m512 x) {
@@ -47,7 +44,7 @@ LLI_BF16_TARGET inline __m512 gelu16(__m512 x) {
   __m512 p = _mm512_set1_ps(1.061405429f);
   for (float c : {-1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f}) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
   p = _mm512_mul_ps(p, t);
-  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
+  const __m512 e = simd::exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
   const __m512 erf_abs = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));                       // 1 - p e
   const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(                                      // sign of z
       _mm512_castps_si512(erf_abs), _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(INT32_MIN))));
