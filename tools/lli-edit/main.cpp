@@ -358,6 +358,21 @@ class Editor {
     return s;
   }
 
+  // One box grounded with --text, captioned by --caption (replace, move --regenerate); `region`
+  // empty = the box itself is the region.
+  InpaintRegionRequest box_request(const cv::Mat& image, const cv::Rect& box, const cv::Mat& region,
+                                   std::uint64_t seed) {
+    InpaintRegionRequest rq;
+    rq.image = image;
+    rq.boxes.push_back({cv::Rect2d(box), e_.text});
+    rq.caption = e_.caption;
+    rq.region = region;
+    rq.feather = e_.feather;
+    rq.context = context_for(box);
+    rq.generate = diffusion_request(seed);
+    return rq;
+  }
+
   EditOutcome inpaint(const EditInput& in) {
     const Prompt& p = in.prompt;
     if (!p.points.empty() || !p.strokes.empty())
@@ -393,15 +408,8 @@ class Editor {
     const int d = e_.dilate >= 0 ? e_.dilate : std::max(2, default_dilate(in.bgr.size()) / 5);
     cv::Mat region = dilate_mask(in.mask, d);
     const cv::Rect box = mask_box(region, in.mask_name);
-    InpaintRegionRequest rq;
-    rq.image = in.bgr;
-    rq.boxes.push_back({cv::Rect2d(box), e_.text});
-    rq.caption = e_.caption;
-    rq.region = region;
-    rq.feather = e_.feather;
-    rq.context = context_for(box);
     const auto seed = next_seed();
-    rq.generate = diffusion_request(seed);
+    const InpaintRegionRequest rq = box_request(in.bgr, box, region, seed);
     const double t0 = now_ms();
     auto r = inpaint_region(models_.gligen(true), rq);
     timings_ = {{"edit_ms", now_ms() - t0}};
@@ -445,15 +453,8 @@ class Editor {
       return out;
     }
     // Redraw the object at its new place with GLIGEN inpainting (the seed system's "drag").
-    InpaintRegionRequest rq;
-    rq.image = m.background;
-    rq.boxes.push_back({cv::Rect2d(m.to_clipped), e_.text});
-    rq.caption = e_.caption;
-    rq.feather = e_.feather;
-    rq.context = context_for(m.to_clipped);
     const auto seed = next_seed();
-    rq.generate = diffusion_request(seed);
-    auto r = inpaint_region(models_.gligen(false), rq);
+    auto r = inpaint_region(models_.gligen(false), box_request(m.background, m.to_clipped, cv::Mat(), seed));
     info["phrase"] = e_.text;
     auto out = finish_diffusion(r, seed, info);
     out.changed = out.changed | m.hole;
