@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "cli/cli_run.h"
+#include "cli/image_diff.h"
 
 using lli::test::Run;
 using lli::test::run;
@@ -24,35 +25,9 @@ fs::path gligen_dir() { return lli::test::fixtures_dir() / "gligen-inpaint-tiny-
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 std::string photo() { return q(lli::test::samples_dir() / "messi5.jpg"); }
 
-cv::Mat load(const fs::path& p, int flags = cv::IMREAD_COLOR) {
-  cv::Mat m = cv::imread(p.string(), flags);
-  REQUIRE_MESSAGE(!m.empty(), p.string());
-  return m;
-}
-
-// Largest per-channel |a - b| over the pixels where `where` is non-zero (all pixels: empty `where`).
-int max_diff(const cv::Mat& a, const cv::Mat& b, const cv::Mat& where = cv::Mat()) {
-  REQUIRE(a.size() == b.size());
-  cv::Mat d;
-  cv::absdiff(a, b, d);
-  int mx = 0;
-  for (int y = 0; y < d.rows; ++y)
-    for (int x = 0; x < d.cols; ++x) {
-      if (!where.empty() && !where.at<uchar>(y, x)) continue;
-      const auto& v = d.at<cv::Vec3b>(y, x);
-      mx = std::max({mx, int(v[0]), int(v[1]), int(v[2])});
-    }
-  return mx;
-}
-
-// Pixels of `a` and `b` that differ (any channel), as a count.
-int count_changed(const cv::Mat& a, const cv::Mat& b, const cv::Mat& where = cv::Mat()) {
-  int n = 0;
-  for (int y = 0; y < a.rows; ++y)
-    for (int x = 0; x < a.cols; ++x)
-      if ((where.empty() || where.at<uchar>(y, x)) && a.at<cv::Vec3b>(y, x) != b.at<cv::Vec3b>(y, x)) ++n;
-  return n;
-}
+cv::Mat load(const fs::path& p, int flags = cv::IMREAD_COLOR) { return lli::test::load_image(p, flags); }
+using lli::test::count_changed;
+using lli::test::max_diff;
 
 // 255 where the pixel is farther than r from c.
 cv::Mat outside_circle(cv::Size s, cv::Point c, int r) {

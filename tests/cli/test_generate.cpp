@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "cli/cli_run.h"
+#include "cli/image_diff.h"
 #include "io/png_text.h"
 #include "lli/safetensors.h"
 
@@ -29,17 +30,7 @@ std::string fixture_cmd(const fs::path& model = gen_dir()) {
          "--steps 5 --guidance 7.5 --beta 0.3 --seed 42 --width 64 --height 64 --dtype f32 ";
 }
 
-int max_pixel_diff(const fs::path& a, const fs::path& b) {
-  cv::Mat x = cv::imread(a.string(), cv::IMREAD_COLOR), y = cv::imread(b.string(), cv::IMREAD_COLOR);
-  REQUIRE_MESSAGE(!x.empty(), a.string());
-  REQUIRE_MESSAGE(!y.empty(), b.string());
-  REQUIRE(x.size() == y.size());
-  cv::Mat d;
-  cv::absdiff(x, y, d);
-  double mx = 0;
-  cv::minMaxLoc(d.reshape(1), nullptr, &mx);
-  return static_cast<int>(mx);
-}
+using lli::test::max_pixel_diff;
 
 // A copy of the fixture whose UNet has no GLIGEN keys (a plain Stable Diffusion pipeline).
 fs::path plain_sd_copy(const TempDir& t) {
