@@ -53,14 +53,6 @@ double status_mib(const std::string& key) {
 // Resets VmHWM to the current RSS (Linux >= 4.0).
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
-// Process CPU time (user + system, all threads), ms: on cores shared with other work it shows
-// what the process itself spent.
-double cpu_ms() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3;
-}
-
 // Operator timings at SD-1.4 level-0 shapes (batch 2, 64x64 latents): best wall and CPU ms of 3.
 void micro() {
   torch::NoGradGuard ng;
@@ -139,12 +131,6 @@ struct Options {
   int profile_depth = -1;
   bool micro = false;
 };
-
-long minor_faults() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_minflt;
-}
 
 // Times f: first call, then `repeat` more; prints <name>_{first,median,min}_ms, the CPU time and
 // minor page faults of the median call.

@@ -37,6 +37,7 @@
 #include "lli/device.h"
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "bench_util.h"
 #include "lli/tensor_io.h"
 #include "models/sam.h"
 #include "pipelines/segment_sam.h"
@@ -46,44 +47,7 @@ namespace {
 namespace fs = std::filesystem;
 namespace m = lli::models;
 namespace pl = lli::pipelines;
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const auto n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Process CPU time (user + system, all threads) in ms: less sensitive than wall time to other
-// machines' load on shared cores.
-double cpu_ms() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3;
-}
-
-double sys_ms() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_stime.tv_sec * 1e3 + u.ru_stime.tv_usec / 1e3;
-}
-
-long minor_faults() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_minflt;
-}
-
-double peak_rss_mib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
-
-void metric(const std::string& name, double v, const char* unit) { std::printf("%s: %.2f %s\n", name.c_str(), v, unit); }
+using namespace lli::bench;
 
 // facebook/sam-vit-base config.json values (transformers 4.x export).
 nlohmann::json vit_base_config() {
