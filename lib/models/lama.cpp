@@ -8,12 +8,15 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "io/bounded_parse.h"
 #include "nn/group_norm_bf16.h"
+#include "nn/fft_nhwc.h"
 #include "nn/transpose_copy.h"
 #include "lli/error.h"
 #include "lli/log.h"
@@ -445,10 +448,41 @@ LamaFourierUnitImpl::LamaFourierUnitImpl(std::int64_t in, std::int64_t out, Lama
 void LamaFourierUnitImpl::prepare(torch::Dtype dtype) {
   auto [s, t] = bn_affine(*bn);
   const auto dev = conv_layer->weight.device();
-  fused = {finish(scale_weight(conv_layer->weight, s), dtype, dev), finish(t, dtype, dev)};
+  const auto w = scale_weight(conv_layer->weight, s);  // [2 C', 2 C, 1, 1], channel 2c + ri
+  fused = {finish(w, dtype, dev), finish(t, dtype, dev)};
+  const auto co = w.size(0) / 2, ci = w.size(1) / 2;
+  // channel 2c + ri -> ri * C + c on both sides
+  auto ws = w.reshape({co, 2, ci, 2}).permute({1, 0, 3, 2}).reshape({2 * co, 2 * ci, 1, 1});
+  fused_split = {finish(ws.contiguous(), dtype, dev), finish(t.reshape({co, 2}).t().reshape({2 * co}), dtype, dev)};
 }
 
+namespace {
+// (forward, inverse) scale factors of torch.fft's norm modes over n = H * W points.
+std::pair<double, double> fft_scales(LamaFftNorm norm, std::int64_t n) {
+  const double N = static_cast<double>(n);
+  switch (norm) {
+    case LamaFftNorm::backward: return {1.0, 1.0 / N};
+    case LamaFftNorm::forward: return {1.0 / N, 1.0};
+    default: return {1.0 / std::sqrt(N), 1.0 / std::sqrt(N)};
+  }
+}
+}  // namespace
+
 torch::Tensor LamaFourierUnitImpl::forward(const torch::Tensor& x) const {
+  // bf16 CPU path: channels-last FFTs vectorized across channels, no layout changes at all.
+  if (x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == fused.w.scalar_type() &&
+      x.suggest_memory_format() == at::MemoryFormat::ChannelsLast &&
+      nn::fft_nhwc_supported(x.size(2), x.size(3), x.size(1), x.scalar_type()) &&
+      nn::fft_nhwc_supported(x.size(2), x.size(3), fused.w.size(0) / 2, x.scalar_type())) {
+    const auto [fs, is] = fft_scales(norm, x.size(2) * x.size(3));
+    auto spec = nn::rfft2_nhwc(x, fs, fused_split.w.scalar_type());                // [B, 2C, H, Wf]
+    auto y = torch::conv2d(spec, fused_split.w, fused_split.b).relu_();          // [B, 2C', H, Wf]
+    return nn::irfft2_nhwc(y, x.size(3), is, x.scalar_type());                   // [B, C', H, W]
+  }
+  return forward_planar(x);
+}
+
+torch::Tensor LamaFourierUnitImpl::forward_planar(const torch::Tensor& x) const {
   const auto B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const std::vector<std::int64_t> dims{-2, -1};
   const char* fnorm = fft_norm_name(norm);

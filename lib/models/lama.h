@@ -91,11 +91,17 @@ struct LamaFourierUnitImpl : torch::nn::Module {
   void prepare(torch::Dtype dtype);
   // x: [B, C, H, W] -> [B, C_out, H, W]: rfft2 -> 1x1 conv + BN + ReLU on (re, im) channels -> irfft2
   torch::Tensor forward(const torch::Tensor& x) const;
+  // libtorch's FFTs on planar fp32 (any size and layout; the fp32 path, and bf16 where the
+  // channels-last FFT does not apply: H or W not a power of two, channels not a multiple of 16).
+  torch::Tensor forward_planar(const torch::Tensor& x) const;
 
   LamaFftNorm norm;
   nn::Conv2d conv_layer{nullptr};  // [2 C_out, 2 C_in, 1, 1], channels interleaved (c re, c im, ...)
   nn::BatchNorm2d bn{nullptr};
   LamaFused fused;
+  // The same with channels in nn::rfft2_nhwc's order (all real parts, then all imaginary parts) on
+  // input and output: the channels-last FFT path (bf16 CPU) feeds it and reads it without shuffles.
+  LamaFused fused_split;
 };
 TORCH_MODULE(LamaFourierUnit);
 

@@ -6,6 +6,7 @@ list(APPEND LLI_TORCH_SOURCES
   nn/attention_bf16.cpp
   nn/group_norm_bf16.cpp
   nn/transpose_copy.cpp
+  nn/fft_nhwc.cpp
   nn/resnet_block.cpp
   nn/diffusers_attention.cpp
   nn/transformer_2d.cpp)

@@ -19,6 +19,7 @@
 #include "lli/tensor_io.h"
 #include "model_test_util.h"
 #include "models/lama.h"
+#include "nn/fft_nhwc.h"
 #include "pipelines/inpaint_lama.h"
 #include "test_util.h"
 
@@ -293,6 +294,37 @@ TEST_CASE("lama parity with lama-tiny-a: inputs, features, prediction, uint8 res
   CHECK(lama.timings().model_runs == 1);
   CHECK_FALSE(lama.timings().cropped);
   MESSAGE(lama.describe());
+}
+
+TEST_CASE("lama Fourier unit: the channels-last FFT path equals libtorch's planar FFTs") {
+  // Sizes where the channels-last path applies (H, W powers of two, channels multiples of 16); the
+  // fixture's tiny unit does not reach it.
+  if (!lli::nn::fft_nhwc_supported(16, 32, 32, torch::kBFloat16)) {
+    MESSAGE("SKIPPED: no AVX512-BF16 kernels on this CPU");
+    return;
+  }
+  torch::manual_seed(11);
+  for (auto norm : {m::LamaFftNorm::ortho, m::LamaFftNorm::backward, m::LamaFftNorm::forward}) {
+    m::LamaFourierUnit fu(32, 48, norm);
+    {
+      torch::NoGradGuard ng;
+      fu->conv_layer->weight.normal_(0, 0.1);
+      fu->bn->weight.uniform_(0.5, 1.5);
+      fu->bn->bias.normal_(0, 0.2);
+      fu->bn->running_mean.normal_(0, 0.2);
+      fu->bn->running_var.uniform_(0.5, 2.0);
+    }
+    fu->prepare(torch::kBFloat16);
+    auto x = torch::randn({2, 32, 16, 32}).to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+    auto fast = fu->forward(x);
+    auto planar = fu->forward_planar(x);
+    REQUIRE(fast.sizes() == planar.sizes());
+    CHECK(fast.is_contiguous(at::MemoryFormat::ChannelsLast));
+    const double scale = planar.to(torch::kFloat32).abs().max().item<double>();
+    const double d = max_abs_diff(fast.to(torch::kFloat32), planar.to(torch::kFloat32));
+    MESSAGE("norm " << static_cast<int>(norm) << ": max |fast - planar| " << d << " (max |value| " << scale << ")");
+    CHECK(d <= 0.02 * scale);  // both bf16 at the convolution: a few bf16 steps apart at most
+  }
 }
 
 TEST_CASE("lama: ConvTranspose2d as four sub-pixel convolutions") {
