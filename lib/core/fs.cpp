@@ -24,19 +24,28 @@
 
 namespace lli {
 
+namespace {
+// A stream of unknown size (stdin, a pipe, a FIFO, /dev/fd/N of a shell's process substitution):
+// read in chunks, refused as soon as it passes max_bytes.
+std::string read_stream(std::istream& in, const std::string& name, std::uint64_t max_bytes) {
+  std::string out;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    out.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (out.size() > max_bytes) throw InputError(fmt_size_error(name, out.size(), max_bytes) + " (read so far)");
+  }
+  return out;
+}
+}  // namespace
+
 std::string read_file(const std::string& path, std::uint64_t max_bytes) {
   std::string out;
-  if (path == "-") {
-    std::ostringstream ss;
-    ss << std::cin.rdbuf();
-    out = ss.str();
-    if (out.size() > max_bytes) throw InputError(fmt_size_error("<stdin>", out.size(), max_bytes));
-    return out;
-  }
+  if (path == "-") return read_stream(std::cin, "<stdin>", max_bytes);
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw InputError(path + ": is a directory, expected a file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
+  if (!fs::is_regular_file(path, ec)) return read_stream(f, path, max_bytes);  // no size to seek to
   f.seekg(0, std::ios::end);
   auto size = static_cast<std::uint64_t>(f.tellg());
   if (size > max_bytes) throw InputError(fmt_size_error(path, size, max_bytes));

@@ -1,4 +1,7 @@
+#include <sys/stat.h>
+
 #include <fstream>
+#include <thread>
 
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -89,6 +92,25 @@ TEST_CASE("fs: write_file_atomic and read_file round trip, size cap") {
   CHECK_THROWS_AS(read_file((t / "b.bin").string(), 3), InputError);
   CHECK_THROWS_AS(read_file((t / "missing").string()), InputError);
   CHECK_THROWS_AS(read_file(t.path.string()), InputError);
+}
+
+TEST_CASE("fs: read_file reads a pipe (a FIFO, as /dev/fd/N of a shell's <(...)) with the same size cap") {
+  TempDir t;
+  const auto fifo = (t / "p").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << std::string(100000, 'x'); });
+  CHECK(read_file(fifo).size() == 100000);  // was: "file is 18446744073709551615 bytes"
+  writer.join();
+  // 5000 bytes fit the pipe buffer: the writer is done before the reader gives up (no SIGPIPE)
+  std::thread writer2([&] { std::ofstream(fifo, std::ios::binary) << std::string(5000, 'y'); });
+  std::string msg;
+  try {
+    read_file(fifo, 1000);
+  } catch (const InputError& e) {
+    msg = e.what();
+  }
+  writer2.join();
+  CHECK(msg.find("more than the limit of 1000") != std::string::npos);
 }
 
 TEST_CASE("fs: check_not_overwriting refuses to write over an input") {
