@@ -91,6 +91,30 @@ LLI_BF16_SIMD_TARGET void store_channels(const float* src, float scale, std::int
   }
 }
 
+// The H-direction pass shared by both transforms: src and dst are [B, H, Wf, 2, C] (real parts,
+// then imaginary parts, per frequency), fp32 or bf16 each; one frequency column per task.
+void column_pass(const void* src, bool src_bf16, void* dst, bool dst_bf16, std::int64_t B, std::int64_t H,
+                 std::int64_t Wf, std::int64_t C, const Twiddles& tw, bool inverse, float scale) {
+  const std::int64_t ses = src_bf16 ? 2 : 4, des = dst_bf16 ? 2 : 4;
+  at::parallel_for(0, B * Wf, 1, [&](std::int64_t q0, std::int64_t q1) {
+    std::vector<float> re(static_cast<std::size_t>(H * C)), im(static_cast<std::size_t>(H * C));
+    for (std::int64_t q = q0; q < q1; ++q) {
+      const std::int64_t b = q / Wf, k = q % Wf;
+      for (std::int64_t h = 0; h < H; ++h) {
+        const char* s = static_cast<const char*>(src) + ((b * H + h) * Wf + k) * 2 * C * ses;
+        load_channels(s, src_bf16, C, re.data() + h * C);
+        load_channels(s + C * ses, src_bf16, C, im.data() + h * C);
+      }
+      fft_rows(re.data(), im.data(), H, C, tw, inverse);
+      for (std::int64_t h = 0; h < H; ++h) {
+        char* d = static_cast<char*>(dst) + ((b * H + h) * Wf + k) * 2 * C * des;
+        store_channels(re.data() + h * C, scale, C, d, dst_bf16);
+        store_channels(im.data() + h * C, scale, C, d + C * des, dst_bf16);
+      }
+    }
+  });
+}
+
 #endif  // LLI_HAVE_BF16_SIMD
 
 void check_dtype(torch::Dtype d, const char* what) {
@@ -121,7 +145,6 @@ torch::Tensor rfft2_nhwc(const torch::Tensor& x0, double scale, torch::Dtype out
   const bool in_bf16 = x.scalar_type() == torch::kBFloat16, out_bf16 = out == torch::kBFloat16;
   const auto ies = static_cast<std::int64_t>(x.element_size());
   auto y = torch::empty({B, H, Wf, 2 * C}, x.options().dtype(out));  // channel ri * C + c
-  const auto oes = static_cast<std::int64_t>(y.element_size());
   std::vector<float> t(static_cast<std::size_t>(B * H * Wf * 2 * C));  // rows done: [B, H, Wf, 2, C]
   const Twiddles tw_w(W), tw_h(H);
   const char* xs = static_cast<const char*>(x.data_ptr());
@@ -140,24 +163,8 @@ torch::Tensor rfft2_nhwc(const torch::Tensor& x0, double scale, torch::Dtype out
       }
     }
   });
-  // Along H (complex): one frequency column per task.
-  at::parallel_for(0, B * Wf, 1, [&](std::int64_t q0, std::int64_t q1) {
-    std::vector<float> re(static_cast<std::size_t>(H * C)), im(static_cast<std::size_t>(H * C));
-    for (std::int64_t q = q0; q < q1; ++q) {
-      const std::int64_t b = q / Wf, k = q % Wf;
-      for (std::int64_t h = 0; h < H; ++h) {
-        const float* src = t.data() + ((b * H + h) * Wf + k) * 2 * C;
-        std::copy_n(src, C, re.data() + h * C);
-        std::copy_n(src + C, C, im.data() + h * C);
-      }
-      fft_rows(re.data(), im.data(), H, C, tw_h, /*inverse=*/false);
-      for (std::int64_t h = 0; h < H; ++h) {
-        char* dst = ys + ((b * H + h) * Wf + k) * 2 * C * oes;
-        store_channels(re.data() + h * C, static_cast<float>(scale), C, dst, out_bf16);
-        store_channels(im.data() + h * C, static_cast<float>(scale), C, dst + C * oes, out_bf16);
-      }
-    }
-  });
+  // Along H (complex), scaled on the way out.
+  column_pass(t.data(), false, ys, out_bf16, B, H, Wf, C, tw_h, /*inverse=*/false, static_cast<float>(scale));
   return y.permute({0, 3, 1, 2});  // [B, 2C, H, Wf] channels-last
 #else
   (void)scale, (void)B, (void)Wf;
@@ -176,31 +183,14 @@ torch::Tensor irfft2_nhwc(const torch::Tensor& s0, std::int64_t W, double scale,
 #if LLI_HAVE_BF16_SIMD
   const auto s = s0.contiguous(at::MemoryFormat::ChannelsLast);  // memory [B, H, Wf, 2, C]
   const bool in_bf16 = s.scalar_type() == torch::kBFloat16, out_bf16 = out == torch::kBFloat16;
-  const auto ies = static_cast<std::int64_t>(s.element_size());
   auto y = torch::empty({B, H, W, C}, s.options().dtype(out));
   const auto oes = static_cast<std::int64_t>(y.element_size());
   std::vector<float> t(static_cast<std::size_t>(B * H * Wf * 2 * C));  // columns done: [B, H, Wf, 2, C]
   const Twiddles tw_w(W), tw_h(H);
   const char* ss = static_cast<const char*>(s.data_ptr());
   char* ys = static_cast<char*>(y.data_ptr());
-  // Inverse along H (complex), one frequency column per task.
-  at::parallel_for(0, B * Wf, 1, [&](std::int64_t q0, std::int64_t q1) {
-    std::vector<float> re(static_cast<std::size_t>(H * C)), im(static_cast<std::size_t>(H * C));
-    for (std::int64_t q = q0; q < q1; ++q) {
-      const std::int64_t b = q / Wf, k = q % Wf;
-      for (std::int64_t h = 0; h < H; ++h) {
-        const char* src = ss + ((b * H + h) * Wf + k) * 2 * C * ies;
-        load_channels(src, in_bf16, C, re.data() + h * C);
-        load_channels(src + C * ies, in_bf16, C, im.data() + h * C);
-      }
-      fft_rows(re.data(), im.data(), H, C, tw_h, /*inverse=*/true);
-      for (std::int64_t h = 0; h < H; ++h) {
-        float* dst = t.data() + ((b * H + h) * Wf + k) * 2 * C;
-        std::copy_n(re.data() + h * C, C, dst);
-        std::copy_n(im.data() + h * C, C, dst + C);
-      }
-    }
-  });
+  // Inverse along H (complex).
+  column_pass(ss, in_bf16, t.data(), false, B, H, Wf, C, tw_h, /*inverse=*/true, 1.0f);
   // Inverse along W of a one-sided spectrum: the other half by conjugate symmetry; the imaginary
   // parts of bins 0 and W/2 are ignored (as a c2r transform does); the real part is the result.
   at::parallel_for(0, B * H, 1, [&](std::int64_t r0, std::int64_t r1) {
