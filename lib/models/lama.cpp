@@ -614,17 +614,17 @@ LamaPair LamaFFCBnActImpl::forward(const LamaPair& x) const {
   LamaPair out;
   torch::Tensor l_padded;  // padded x_l, reused by convl2l's input and convl2g
   if (bn_l) {
+    // input of the local convolution: cat(x_l, x_g) or the one that exists, padded
+    std::vector<torch::Tensor> parts;
+    if (convl2l) parts.push_back(x.l);
+    if (convg2l) parts.push_back(x.g);
     torch::Tensor xin;
-    const bool nhwc = x.l.defined() && x.l.device().is_cpu() && x.l.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-    if (spec.padding_type == LamaPadding::reflect && spec.padding > 0 && nhwc) {
-      xin = reflect_pad_cat_nhwc(convl2l && convg2l ? std::vector<torch::Tensor>{x.l, x.g}
-                                                     : std::vector<torch::Tensor>{convl2l ? x.l : x.g},
-                                 spec.padding);
-    } else {
-      if (convl2l && convg2l) xin = torch::cat({x.l, x.g}, 1);
-      else xin = convl2l ? x.l : x.g;
-      xin = pad2d(xin, spec.padding, spec.padding_type);
-    }
+    const auto& x0 = parts.at(0);
+    if (parts.size() > 1 && spec.padding_type == LamaPadding::reflect && spec.padding > 0 && x0.device().is_cpu() &&
+        x0.suggest_memory_format() == at::MemoryFormat::ChannelsLast)
+      xin = reflect_pad_cat_nhwc(parts, spec.padding);  // one pass instead of cat + pad
+    else
+      xin = pad2d(parts.size() > 1 ? torch::cat(parts, 1) : x0, spec.padding, spec.padding_type);
     if (convl2l) l_padded = convg2l ? xin.narrow(1, 0, in_cl) : xin;
     out.l = torch::conv2d(xin, local.w, local.b, spec.stride, conv_pad).relu_();
   }
@@ -692,13 +692,13 @@ void LamaGeneratorImpl::prepare(torch::Dtype dtype) {
     b->conv2->prepare(dtype);
   }
   const auto dev = final_conv->weight.device();
-  up_fused_.clear();
+  up_bias_.clear();
   up_subpixel_.clear();
   for (std::size_t i = 0; i < up_conv.size(); ++i) {
     auto [s, t] = bn_affine(*up_bn[i]);
     auto w = scale_weight(up_conv[i]->weight, s, /*dim=*/1);
     auto b = up_conv[i]->bias.to(torch::kCPU, torch::kFloat64) * s + t;
-    up_fused_.push_back({torch::Tensor(), finish(b, dtype, dev)});  // the weight: as up_subpixel_
+    up_bias_.push_back(finish(b, dtype, dev));
     for (auto& k : lama_subpixel_kernels(w)) up_subpixel_.push_back(finish(k, dtype, dev));
   }
   final_ = {finish(final_conv->weight, dtype, dev), finish(final_conv->bias, dtype, dev)};
@@ -724,12 +724,12 @@ torch::Tensor LamaGeneratorImpl::forward(const torch::Tensor& input, const nn::T
   }
   x = torch::cat({p.l, p.g}, 1);  // ConcatTupleLayer: [B, l + g, H/2^n, W/2^n]
   nn::tap_if(tap, "concat", -1, x);
-  for (std::size_t i = 0; i < up_fused_.size(); ++i) {
+  for (std::size_t i = 0; i < up_bias_.size(); ++i) {
     // ConvTranspose2d as four sub-pixel convolutions: bf16 conv_transpose2d is broken in libtorch
     // 1.13, and in fp32 this is faster too (bench_lama f32 512^2: 365 ms -> ~190 ms).
     std::vector<torch::Tensor> k(up_subpixel_.begin() + static_cast<std::ptrdiff_t>(4 * i),
                                  up_subpixel_.begin() + static_cast<std::ptrdiff_t>(4 * i + 4));
-    x = lama_conv_transpose_subpixel(x, k, up_fused_[i].b);
+    x = lama_conv_transpose_subpixel(x, k, up_bias_[i]);
     x = torch::relu_(x);  // [B, C/2, 2H, 2W]
   }
   x = torch::conv2d(reflect_pad(x, 3), final_.w, final_.b).to(torch::kFloat32);

@@ -178,7 +178,7 @@ struct LamaGeneratorImpl : torch::nn::Module {
   nn::Conv2d final_conv{nullptr};
 
  private:
-  std::vector<LamaFused> up_fused_;  // per upsampling step: the folded bias (w unused)
+  std::vector<torch::Tensor> up_bias_;      // per upsampling step: the bias with BatchNorm folded in
   std::vector<torch::Tensor> up_subpixel_;  // the four sub-pixel kernels per step
   LamaFused final_;
   torch::Dtype dtype_ = torch::kFloat32;
