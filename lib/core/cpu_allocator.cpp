@@ -128,7 +128,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   void* take(std::size_t size) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      // The smallest cached block that fits without wasting more than a quarter.
+      // The smallest cached block that fits without wasting more than half of the request.
       auto it = free_.lower_bound(size);
       if (it != free_.end() && it->first <= size + size / 2) {
         void* p = it->second.ptr;
@@ -140,11 +140,8 @@ class CachingCpuAllocator final : public c10::Allocator {
         ++stats_.hits;
         return p;
       }
-    }
-    {
-      // Mapped memory stays within the peak of live bytes: a miss first unmaps cached blocks
-      // (oldest first) that a new mapping would otherwise add on top of that peak.
-      std::lock_guard<std::mutex> lock(mu_);
+      // A miss: mapped memory stays within twice the peak of live bytes, so cached blocks (oldest
+      // first) that a new mapping would push past that bound are unmapped first.
       const std::size_t live = stats_.mapped - stats_.cached;
       const std::size_t bound = std::max(2 * live_peak_, live + size);
       while (!free_.empty() && stats_.mapped + size > bound) evict_locked(oldest_locked());

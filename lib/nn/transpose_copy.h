@@ -1,7 +1,7 @@
 // Layout changes with a dtype conversion in one pass: [B, M, N, E] -> [B, N, M, E] (E = 1, or 2 for
 // complex / re-im pairs), fp32 <-> bf16 (round to nearest even, as torch's casts). libtorch 1.13's
 // copy_ between channels-last bf16 and planar fp32 (what LaMa's Fourier units need around each
-// FFT) iterates element by element: 249 ms of 1.26 s at 512^2; the tiled copy here takes ~1/10 of that.
+// FFT) iterates element by element: 249 ms per big-lama call at 512^2; the tiled copies here took 88 ms.
 #pragma once
 
 #include <torch/types.h>
