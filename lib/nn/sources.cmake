@@ -10,3 +10,4 @@ list(APPEND LLI_TORCH_SOURCES
   nn/resnet_block.cpp
   nn/diffusers_attention.cpp
   nn/transformer_2d.cpp)
+list(APPEND LLI_BASE_SOURCES nn/quant_kernels.cpp)

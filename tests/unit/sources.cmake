@@ -9,4 +9,5 @@ set(LLI_UNIT_TEST_SOURCES
   unit/test_clip_tokenizer.cpp
   unit/test_png_text.cpp
   unit/test_edit_region.cpp
-  unit/test_hardening.cpp)
+  unit/test_hardening.cpp
+  unit/test_quant_kernels.cpp)
