@@ -275,7 +275,8 @@ void ref_q4_k(const QMatrix& w, const QActs& x, std::int64_t n0, std::int64_t n1
 // Measured single-threaded on this machine (AMD EPYC, 4096 x 11008, M = 1): one row at a time
 // (one sequential read stream) is the fastest, 19 GB/s (q4_k) and 22 GB/s (q8_0) against a plain
 // one-stream read's 23-28; 2, 4 and 8 rows side by side read at 14, 10 and 10 GB/s (q4_k), as a
-// plain read of 4 or 8 streams also is slower here; software prefetching gained nothing.
+// plain read of 4 or 8 streams also is slower here; software prefetching gained nothing. For
+// M = 2 and 4 one row was also as fast or faster (q8_0 M = 2: 17 GB/s against 10 with 2 rows).
 
 #if LLI_QUANT_X86
 
@@ -373,7 +374,7 @@ LLI_VNNI_TARGET inline void chunk_scales(const __m512 (&ws)[R], const float* xd,
 // nibbles are q_0..15 and the high nibbles q_16..31 of each block, which QActs::qh lays out the
 // same way, so two vpdpbusd leave block b's sum in lanes 4b..4b+3 with no shuffle.
 struct Q4kVnni {
-  static constexpr int rows(int mb) { return mb == 1 ? 1 : 2; }
+  static constexpr int rows(int) { return 1; }
 
   template <int MB, int R>
   LLI_VNNI_TARGET static void block(const QMatrix& w, const QActs& x, std::int64_t m0, std::int64_t n, float* y,
@@ -423,7 +424,7 @@ struct Q4kVnni {
 };
 
 struct Q8Vnni {
-  static constexpr int rows(int mb) { return mb == 1 ? 1 : 2; }
+  static constexpr int rows(int) { return 1; }
 
   // s8 x s8 through u8 x s8: (q_w + 128) . q_x = q_w . q_x + 128 * xsum, so each pair's sums start
   // from -128 * xsum (one lane per block) and come out exact.
