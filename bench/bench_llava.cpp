@@ -3,8 +3,13 @@
 // and used in place), vision encoder time per image, prefill tokens/s for a ~600-token prompt,
 // decode tokens/s against the memory-bandwidth bound, peak RSS.
 //
-//   bench_llava CKPT_DIR [--threads N] [--repeat R] [--decode-tokens T] [--cold]
+//   bench_llava CKPT_DIR [--threads N] [--repeat R] [--decode-tokens T] [--cold] [--weights mmap|copy]
 //                        [--fast-bf16 on|off|both] [--skip-vision] [--skip-prefill]
+//
+// --weights copy reads the checkpoint into huge-page memory (lli-chat --weights copy); the first
+// vision pass and prefill of the process are timed right after the load, before anything else
+// touches the weights, and the linears of both towers are timed against torch::mm on fresh
+// (anonymous, huge-page) tensors of the same shapes: the GEMM rate the same library reaches.
 //
 // --fast-bf16 both (default) measures everything both ways, alternating run by run: with
 // libtorch's own kernels ("off": the code path before nn/linear_bf16.h and nn/attention_bf16.h)
@@ -373,6 +378,57 @@ std::size_t gemv_pass_bytes(m::LlavaImpl& model) {
   return n + h.numel() * h.element_size();
 }
 
+// Every nn::Linear under `root` (optionally only the module names starting with `prefix`).
+std::vector<lli::nn::LinearImpl*> linears_of(torch::nn::Module& root, const std::string& prefix = "") {
+  std::vector<lli::nn::LinearImpl*> out;
+  for (const auto& item : root.named_modules("", /*include_self=*/false))
+    if (auto* l = dynamic_cast<lli::nn::LinearImpl*>(item.value().get()))
+      if (item.key().compare(0, prefix.size(), prefix) == 0) out.push_back(l);
+  return out;
+}
+
+// The linears applied to x [1, M, K] with their own weights through their forward (lli's dispatch),
+// and the same shapes through torch::linear on fresh random weights (anonymous huge-page memory,
+// never mapped from a file): the GEMM rate libtorch reaches on these shapes. Best of `repeat`.
+struct LinearRates {
+  double flops = 0, model_s = 0, fresh_s = 0;
+};
+LinearRates linear_rates(const std::vector<lli::nn::LinearImpl*>& linears, std::int64_t M, int repeat) {
+  torch::NoGradGuard ng;
+  LinearRates r;
+  std::map<std::pair<std::int64_t, std::int64_t>, torch::Tensor> fresh;  // (N, K) -> weight
+  std::map<std::int64_t, torch::Tensor> xs;
+  for (auto* l : linears) {
+    const auto N = l->weight.size(0), K = l->weight.size(1);
+    r.flops += 2.0 * M * N * K;
+    auto& w = fresh[{N, K}];
+    if (!w.defined()) w = (torch::randn({N, K}) * 0.02).to(l->weight.scalar_type());
+    auto& x = xs[K];
+    if (!x.defined()) x = torch::randn({1, M, K}).to(l->weight.scalar_type());
+  }
+  std::vector<double> tm, tf;
+  for (int it = 0; it < repeat + 1; ++it) {
+    auto t0 = Clock::now();
+    for (auto* l : linears) auto y = l->forward(xs[l->weight.size(1)]);
+    const double a = seconds_since(t0);
+    t0 = Clock::now();
+    for (auto* l : linears) auto y = torch::linear(xs[l->weight.size(1)], fresh[{l->weight.size(0), l->weight.size(1)}]);
+    const double b = seconds_since(t0);
+    if (it > 0) {  // the first pass warms up
+      tm.push_back(a);
+      tf.push_back(b);
+    }
+  }
+  r.model_s = minimum(tm);
+  r.fresh_s = minimum(tf);
+  return r;
+}
+
+void report_linear_rates(const std::string& what, const LinearRates& r) {
+  metric(what + " linears, model weights (lli)", r.flops / r.model_s / 1e9, "GFLOP/s");
+  metric(what + " linears, torch::linear on fresh weights", r.flops / r.fresh_s / 1e9, "GFLOP/s");
+  metric("  ratio lli / torch", r.fresh_s / r.model_s, "");
+}
 
 struct Options {
   std::string dir;
@@ -384,6 +440,7 @@ struct Options {
   std::string fast = "both";
   bool skip_vision = false, skip_prefill = false, skip_gemv = false;
   bool profile = false;
+  std::string weights = "mmap";
 };
 
 void run(const Options& o) {
@@ -406,6 +463,8 @@ void run(const Options& o) {
        std::to_string(file_bytes / 1000000) + " MB");
   m::LlavaLoadOptions lo;
   lo.dtype = torch::kBFloat16;
+  lo.weights = o.weights == "copy" ? lli::st::Residency::copy : lli::st::Residency::mmap;
+  note("weights: " + o.weights);
   if (o.cold) {
     {
       evict_from_page_cache(files);
@@ -424,12 +483,31 @@ void run(const Options& o) {
   auto t0 = Clock::now();
   auto model = m::load_llava(o.dir, lo);
   const double warm_load_s = seconds_since(t0);
+  metric(std::string("load") + (o.cold ? ", warm page cache" : "") + " (open+" + (o.weights == "copy" ? "read" : "map") +
+             "+bind)",
+         warm_load_s, "s");
+  {
+    // What lli-chat does first: one image, one prompt, nothing touched the weights before.
+    auto ids = make_prompt_ids(model->cfg, o.text_before, o.text_after, 1234);
+    auto px = torch::randn({1, model->cfg.vision.num_channels, model->cfg.vision.image_size, model->cfg.vision.image_size});
+    auto cache = model->make_cache(ids.size(1) + 8);
+    auto f0 = faults_now();
+    t0 = Clock::now();
+    auto f = model->image_features(px);
+    metric("vision encoder, first in the process", seconds_since(t0), "s");
+    metric("  page faults (minor)", static_cast<double>(faults_now().minor - f0.minor), "");
+    auto e = model->embed_inputs(ids, f);
+    f0 = faults_now();
+    t0 = Clock::now();
+    model->logits(e, &cache, /*last_only=*/true);
+    metric("prefill, first in the process", seconds_since(t0), "s");
+    metric("  page faults (minor)", static_cast<double>(faults_now().minor - f0.minor), "");
+  }
   auto regions = weight_regions(*model);
   t0 = Clock::now();
   g_sink ^= read_regions(regions);
   const double warm_touch_s = seconds_since(t0);
-  metric(std::string("load") + (o.cold ? ", warm page cache" : "") + " (open+map+bind)", warm_load_s, "s");
-  metric("first read of all weights (page faults)", warm_touch_s, "s");
+  metric("read of all weights after the first passes", warm_touch_s, "s");
   std::vector<double> wt;
   for (int i = 0; i < 3; ++i) {
     t0 = Clock::now();
@@ -483,6 +561,12 @@ void run(const Options& o) {
         metric("text linears, M=" + std::to_string(rows) + tag(m), bytes / minimum(t[m]) / 1e9, "GB/s");
     }
   }
+
+  // ---- GEMM rate on the towers' linear shapes ----
+  const auto vision_linears = linears_of(*model, "vision_tower");
+  if (!o.skip_vision) report_linear_rates("vision tower", linear_rates(vision_linears, cfg.vision.num_positions(), o.repeat));
+  const auto text_linears = linears_of(*model, "language_model.model");
+  if (!o.skip_prefill) report_linear_rates("prefill (" + std::to_string(L) + " rows)", linear_rates(text_linears, L, o.repeat));
 
   // ---- vision encoder ----
   torch::Tensor feats;
@@ -632,6 +716,8 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-vision", o.skip_vision, "skip the vision encoder measurement");
   app.add_flag("--skip-prefill", o.skip_prefill, "skip the prefill timing (one untimed prefill still runs)");
   app.add_flag("--skip-gemv", o.skip_gemv, "skip the GEMV-only measurement");
+  app.add_option("--weights", o.weights, "weight residency: mmap (in place from the page cache) or copy (huge-page memory)")
+      ->check(CLI::IsMember({"mmap", "copy"}));
   app.add_flag("--profile", o.profile, "print libtorch's operator profile of one decode step (and of a prefill)");
   CLI11_PARSE(app, argc, argv);
   try {

@@ -5,8 +5,12 @@
 // views the pool at its own offset, so memory stays small and each shard is streamed by
 // lli::st::write_file one tensor after the other.
 //
-//   make_random_llava OUT_DIR [--text-layers N] [--vision-layers N] [--shards K] [--seed S]
+//   make_random_llava OUT_DIR [--preset 7b|mid] [--dtype bf16|f16] [--text-layers N] [--vision-layers N]
+//                             [--shards K] [--seed S]
 //
+// --preset mid: the "mid" LLaVA of the chat-speed benchmarks: the same CLIP ViT-L/14-336 tower with a
+// TinyLlama-1.1B-shaped LLaMA (hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads).
+// --dtype f16: stored as fp16, as llava-hf distributes its checkpoints (lli converts at load).
 // The layer overrides make small checkpoints with the same widths for quick runs.
 // Ref: llava-hf/llava-1.5-7b-hf config.json and model.safetensors.index.json (transformers 4.45 layout).
 #include <torch/torch.h>
@@ -42,10 +46,19 @@ struct Spec {
 };
 
 // LLaVA-1.5-7B sizes (public config.json: LLaMA-7B text tower, CLIP ViT-L/14-336 vision tower).
-constexpr std::int64_t kTextHidden = 4096, kTextInter = 11008, kVocab = 32064;
+constexpr std::int64_t kVocab = 32064;
 constexpr std::int64_t kVisionHidden = 1024, kVisionInter = 4096, kImage = 336, kPatch = 14;
 
-std::vector<Spec> llava_specs(std::int64_t text_layers, std::int64_t vision_layers) {
+struct TextShape {
+  std::int64_t hidden = 4096, inter = 11008, layers = 32, heads = 32, kv_heads = 32;
+  const char* name_or_path = "lmsys/vicuna-7b-v1.5";
+};
+TextShape text_shape(const std::string& preset) {
+  if (preset == "mid") return {2048, 5632, 22, 32, 4, "TinyLlama/TinyLlama-1.1B-Chat-v1.0"};
+  return {};
+}
+
+std::vector<Spec> llava_specs(const TextShape& ts, std::int64_t text_layers, std::int64_t vision_layers) {
   std::vector<Spec> s;
   const std::string vm = "vision_tower.vision_model.";
   const auto D = kVisionHidden, I = kVisionInter, P = (kImage / kPatch) * (kImage / kPatch);
@@ -72,7 +85,7 @@ std::vector<Spec> llava_specs(std::int64_t text_layers, std::int64_t vision_laye
   s.push_back({vm + "post_layernorm.weight", {D}, Spec::ones});
   s.push_back({vm + "post_layernorm.bias", {D}});
 
-  const auto H = kTextHidden, F = kTextInter;
+  const auto H = ts.hidden, F = ts.inter, KV = ts.hidden / ts.heads * ts.kv_heads;
   s.push_back({"multi_modal_projector.linear_1.weight", {H, D}});
   s.push_back({"multi_modal_projector.linear_1.bias", {H}});
   s.push_back({"multi_modal_projector.linear_2.weight", {H, H}});
@@ -82,7 +95,10 @@ std::vector<Spec> llava_specs(std::int64_t text_layers, std::int64_t vision_laye
   s.push_back({lm + "embed_tokens.weight", {kVocab, H}});
   for (std::int64_t i = 0; i < text_layers; ++i) {
     const std::string l = lm + "layers." + std::to_string(i) + ".";
-    for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) s.push_back({l + "self_attn." + p + ".weight", {H, H}});
+    for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+      const bool kv = std::string(p) == "k_proj" || std::string(p) == "v_proj";
+      s.push_back({l + "self_attn." + p + ".weight", {kv ? KV : H, H}});
+    }
     s.push_back({l + "mlp.gate_proj.weight", {F, H}});
     s.push_back({l + "mlp.up_proj.weight", {F, H}});
     s.push_back({l + "mlp.down_proj.weight", {H, F}});
@@ -94,18 +110,19 @@ std::vector<Spec> llava_specs(std::int64_t text_layers, std::int64_t vision_laye
   return s;
 }
 
-nlohmann::ordered_json llava_config(std::int64_t text_layers, std::int64_t vision_layers) {
-  nlohmann::ordered_json text = {{"_name_or_path", "lmsys/vicuna-7b-v1.5"},
+nlohmann::ordered_json llava_config(const TextShape& ts, std::int64_t text_layers, std::int64_t vision_layers,
+                                    const char* dtype) {
+  nlohmann::ordered_json text = {{"_name_or_path", ts.name_or_path},
                                  {"architectures", {"LlamaForCausalLM"}},
-                                 {"hidden_size", kTextHidden},
-                                 {"intermediate_size", kTextInter},
+                                 {"hidden_size", ts.hidden},
+                                 {"intermediate_size", ts.inter},
                                  {"max_position_embeddings", 4096},
                                  {"model_type", "llama"},
-                                 {"num_attention_heads", 32},
+                                 {"num_attention_heads", ts.heads},
                                  {"num_hidden_layers", text_layers},
-                                 {"num_key_value_heads", 32},
+                                 {"num_key_value_heads", ts.kv_heads},
                                  {"rms_norm_eps", 1e-05},
-                                 {"torch_dtype", "bfloat16"},
+                                 {"torch_dtype", dtype},
                                  {"vocab_size", kVocab}};
   nlohmann::ordered_json vision = {{"hidden_size", kVisionHidden},
                                    {"image_size", kImage},
@@ -125,7 +142,7 @@ nlohmann::ordered_json llava_config(std::int64_t text_layers, std::int64_t visio
           {"projector_hidden_act", "gelu"},
           {"text_config", text},
           {"tie_word_embeddings", false},
-          {"torch_dtype", "bfloat16"},
+          {"torch_dtype", dtype},
           {"transformers_version", "4.45.1"},
           {"vision_config", vision},
           {"vision_feature_layer", -2},
@@ -134,12 +151,17 @@ nlohmann::ordered_json llava_config(std::int64_t text_layers, std::int64_t visio
           {"_lli_note", "random weights (bench/make_random_llava), not a usable model"}};
 }
 
-void run(const fs::path& out, std::int64_t text_layers, std::int64_t vision_layers, int n_shards, std::uint64_t seed) {
+void run(const fs::path& out, const std::string& preset, bool f16, std::int64_t text_layers,
+         std::int64_t vision_layers, int n_shards, std::uint64_t seed) {
+  const TextShape ts = text_shape(preset);
+  if (text_layers == 0) text_layers = ts.layers;
   if (text_layers < 1 || vision_layers < 2)
     throw lli::UsageError("--text-layers must be >= 1 and --vision-layers >= 2 (vision_feature_layer is -2)");
   if (n_shards < 1) throw lli::UsageError("--shards must be >= 1");
   fs::create_directories(out);
-  const auto specs = llava_specs(text_layers, vision_layers);
+  const auto specs = llava_specs(ts, text_layers, vision_layers);
+  const auto st_dtype = f16 ? lli::st::DType::F16 : lli::st::DType::BF16;
+  const auto torch_dtype = f16 ? torch::kFloat16 : torch::kBFloat16;
 
   std::int64_t largest = 0, total = 0;
   for (const auto& s : specs) {
@@ -150,11 +172,11 @@ void run(const fs::path& out, std::int64_t text_layers, std::int64_t vision_laye
   const std::int64_t pool_n = largest + (1 << 22);
   std::fprintf(stderr, "drawing %.0f M random values...\n", pool_n / 1e6);
   auto gen = at::detail::createCPUGenerator(seed);
-  auto pool = (torch::randn({pool_n}, gen) * 0.02).to(torch::kBFloat16).contiguous();
+  auto pool = (torch::randn({pool_n}, gen) * 0.02).to(torch_dtype).contiguous();
   std::int64_t max_ones = 0;
   for (const auto& s : specs)
     if (s.kind == Spec::ones) max_ones = std::max(max_ones, s.numel());
-  auto ones = torch::ones({max_ones}, torch::kBFloat16);
+  auto ones = torch::ones({max_ones}, torch_dtype);
   const auto* pool_p = static_cast<const std::uint16_t*>(pool.data_ptr());
 
   // Shard boundaries by cumulative size, in module order (as transformers' save_pretrained does).
@@ -165,7 +187,7 @@ void run(const fs::path& out, std::int64_t text_layers, std::int64_t vision_laye
     const int k = std::min<int>(n_shards - 1, static_cast<int>(done * n_shards / total));
     lli::st::TensorData t;
     t.name = s.name;
-    t.dtype = lli::st::DType::BF16;
+    t.dtype = st_dtype;
     t.shape = s.shape;
     t.nbytes = static_cast<std::size_t>(s.numel()) * 2;
     if (s.kind == Spec::ones) {
@@ -189,9 +211,9 @@ void run(const fs::path& out, std::int64_t text_layers, std::int64_t vision_laye
   }
   nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   lli::write_file_atomic((out / "model.safetensors.index.json").string(), index.dump(2) + "\n");
-  lli::write_file_atomic((out / "config.json").string(), llava_config(text_layers, vision_layers).dump(2) + "\n");
-  std::fprintf(stderr, "wrote %s: %zu tensors, %.2f GB bf16, %d shard(s)\n", out.string().c_str(), specs.size(),
-               total / 1e9, n_shards);
+  lli::write_file_atomic((out / "config.json").string(), llava_config(ts, text_layers, vision_layers, f16 ? "float16" : "bfloat16").dump(2) + "\n");
+  std::fprintf(stderr, "wrote %s: %zu tensors, %.2f GB %s, %d shard(s)\n", out.string().c_str(), specs.size(),
+               total / 1e9, f16 ? "fp16" : "bf16", n_shards);
 }
 
 }  // namespace
@@ -199,17 +221,21 @@ void run(const fs::path& out, std::int64_t text_layers, std::int64_t vision_laye
 int main(int argc, char** argv) {
   CLI::App app{"Write a random-weight LLaVA-1.5-7B (llava-hf layout, bf16) checkpoint for benchmarks"};
   std::string out;
-  std::int64_t text_layers = 32, vision_layers = 24;
+  std::int64_t text_layers = 0, vision_layers = 24;
   int shards = 3;
   std::uint64_t seed = 0;
+  std::string preset = "7b", dtype = "bf16";
   app.add_option("out_dir", out, "output directory (about 14 GB with the full layer counts)")->required();
-  app.add_option("--text-layers", text_layers, "LLaMA decoder layers (7B: 32)");
+  app.add_option("--preset", preset, "text tower shape: 7b (LLaMA-7B) or mid (TinyLlama-1.1B)")
+      ->check(CLI::IsMember({"7b", "mid"}));
+  app.add_option("--dtype", dtype, "stored dtype")->check(CLI::IsMember({"bf16", "f16"}));
+  app.add_option("--text-layers", text_layers, "LLaMA decoder layers (default: the preset's, 7B: 32, mid: 22)");
   app.add_option("--vision-layers", vision_layers, "CLIP encoder layers (ViT-L/14: 24)");
   app.add_option("--shards", shards, "number of safetensors shards (llava-hf: 3)");
   app.add_option("--seed", seed, "random seed");
   CLI11_PARSE(app, argc, argv);
   try {
-    run(out, text_layers, vision_layers, shards, seed);
+    run(out, preset, dtype == "f16", text_layers, vision_layers, shards, seed);
   } catch (const lli::Error& e) {
     std::fprintf(stderr, "make_random_llava: %s\n", e.what());
     return static_cast<int>(e.code());

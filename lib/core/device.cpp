@@ -1,6 +1,8 @@
 // --device / --dtype / --threads resolution.
 #include "lli/device.h"
 
+#include <cstdio>
+
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <dlfcn.h>
@@ -146,6 +148,50 @@ void limit_openblas_threads() {
 }
 
 }  // namespace
+
+namespace {
+// The first number in a small text file (0 when absent or "max", i.e. no limit).
+unsigned long long read_number(const char* path) {
+  unsigned long long v = 0;
+  if (FILE* f = std::fopen(path, "r")) {
+    if (std::fscanf(f, "%llu", &v) != 1) v = 0;
+    std::fclose(f);
+  }
+  return v;
+}
+}  // namespace
+
+unsigned long long available_memory_bytes() {
+  unsigned long long avail = 0;
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %llu kB", &avail) == 1) {
+        avail <<= 10;
+        break;
+      }
+    std::fclose(f);
+  }
+  const unsigned long long max = read_number("/sys/fs/cgroup/memory.max");
+  if (max > 0) {
+    // The cgroup's anonymous memory (its page cache can be reclaimed, as MemAvailable assumes).
+    unsigned long long used = 0;
+    bool found = false;
+    if (FILE* f = std::fopen("/sys/fs/cgroup/memory.stat", "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "anon %llu", &used) == 1) {
+          found = true;
+          break;
+        }
+      std::fclose(f);
+    }
+    if (!found) used = read_number("/sys/fs/cgroup/memory.current");
+    const unsigned long long left = max > used ? max - used : 0;
+    if (avail == 0 || left < avail) avail = left;
+  }
+  return avail;
+}
 
 int configure_threads(int threads) {
   int n = threads;

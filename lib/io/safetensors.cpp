@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -18,9 +19,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "core/quote.h"
 #include "io/bounded_parse.h"
+#include "io/dtype_convert.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 
@@ -132,9 +135,13 @@ std::map<std::uintptr_t, std::size_t>& live_mappings() {
 }
 }  // namespace
 
+// A file mapping (mmap residency) or the anonymous memory holding a file's tensors (copy
+// residency; `region` is the whole mmap'd range, `base` its 2 MiB-aligned start).
 struct Mapping {
   void* base = nullptr;
   std::size_t size = 0;
+  void* region = nullptr;
+  std::size_t region_size = 0;
   std::string path;
   Mapping() = default;
   Mapping(const Mapping&) = delete;
@@ -144,6 +151,10 @@ struct Mapping {
     live_mappings()[reinterpret_cast<std::uintptr_t>(base)] = size;
   }
   ~Mapping() {
+    if (region) {
+      ::munmap(region, region_size);
+      return;
+    }
     if (!base) return;
     {
       std::lock_guard<std::mutex> lock(mappings_mutex());
@@ -152,6 +163,8 @@ struct Mapping {
     ::munmap(base, size);
   }
 };
+
+const char* residency_name(Residency r) { return r == Residency::copy ? "copy" : "mmap"; }
 
 void release_mapped_pages(const void* p, std::size_t n) {
   static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
@@ -181,6 +194,7 @@ bool pread_all(int fd, void* buf, std::size_t n, off_t off) {
   while (n) {
     ssize_t r = ::pread(fd, p, n, off);
     if (r < 0 && errno == EINTR) continue;
+    if (r == 0) errno = 0;  // end of file: no system error to report
     if (r <= 0) return false;
     p += r;
     n -= static_cast<std::size_t>(r);
@@ -191,8 +205,121 @@ bool pread_all(int fd, void* buf, std::size_t n, off_t off) {
 
 }  // namespace
 
+// ---- copy residency ------------------------------------------------------------------------------
+namespace {
+
+constexpr std::size_t kHugePage = std::size_t(2) << 20;
+
+// `n` bytes of anonymous memory, 2 MiB aligned and advised for transparent huge pages (THP runs
+// in "madvise" mode on many hosts: without the advice the CPU walks 4 KiB pages).
+std::shared_ptr<Mapping> anonymous_region(std::size_t n, const std::string& file) {
+  auto m = std::make_shared<Mapping>();
+  m->path = file;
+  m->size = n;
+  if (n == 0) return m;
+  m->region_size = n + kHugePage;
+  m->region = ::mmap(nullptr, m->region_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m->region == MAP_FAILED) {
+    m->region = nullptr;
+    fail(file, "cannot allocate " + std::to_string(n >> 20) + " MiB to copy the weights into (" +
+                   std::strerror(errno) + "; try --weights mmap)");
+  }
+  const auto a = reinterpret_cast<std::uintptr_t>(m->region);
+  m->base = reinterpret_cast<void*>((a + kHugePage - 1) / kHugePage * kHugePage);
+#ifdef MADV_HUGEPAGE
+  ::madvise(m->base, n, MADV_HUGEPAGE);
+#endif
+  return m;
+}
+
+struct CopyEntry {
+  TensorRef* ref;       // data/dtype/nbytes are filled in here
+  std::uint64_t begin;  // offset in the file's data section
+  std::uint64_t src_bytes;
+  DType src_dtype;
+};
+
+// Reads the entries' bytes from fd into one anonymous region (converted as opts.float_dtype asks),
+// in chunks spread over threads; reports progress from the calling thread.
+void copy_entries(int fd, const std::string& file, std::uint64_t data_start, std::vector<CopyEntry>& entries,
+                  const OpenOptions& opts, std::uint64_t data_done, std::uint64_t data_total) {
+  std::vector<std::size_t> out_off(entries.size());
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    auto& e = entries[i];
+    if (opts.float_dtype && is_floating(e.src_dtype) && e.src_dtype != *opts.float_dtype) {
+      e.ref->dtype = *opts.float_dtype;
+      e.ref->nbytes = static_cast<std::size_t>(e.src_bytes / dtype_size(e.src_dtype) * dtype_size(e.ref->dtype));
+    }
+    total = (total + 63) / 64 * 64;  // 64-byte aligned tensors
+    out_off[i] = total;
+    total += e.ref->nbytes;
+  }
+  auto region = anonymous_region(total, file);
+  char* base = static_cast<char*>(region->base);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    entries[i].ref->owner = region;
+    entries[i].ref->data = entries[i].ref->nbytes ? base + out_off[i] : nullptr;
+  }
+
+  // Work items: up to 16 MiB of file bytes each, whole elements.
+  struct Item {
+    std::size_t entry;
+    std::uint64_t off, len;  // within the tensor's source bytes
+  };
+  constexpr std::uint64_t kChunk = std::uint64_t(16) << 20;
+  std::vector<Item> items;
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    for (std::uint64_t off = 0; off < entries[i].src_bytes; off += kChunk)
+      items.push_back({i, off, std::min(kChunk, entries[i].src_bytes - off)});
+
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::mutex error_mu;
+  auto work = [&](bool report) {
+    std::vector<char> bounce;
+    for (std::size_t k; !failed.load() && (k = next.fetch_add(1)) < items.size();) {
+      const Item& it = items[k];
+      const CopyEntry& e = entries[it.entry];
+      const off_t src = static_cast<off_t>(data_start + e.begin + it.off);
+      char* dst = static_cast<char*>(const_cast<void*>(e.ref->data));
+      bool ok;
+      if (e.ref->dtype == e.src_dtype) {
+        ok = pread_all(fd, dst + it.off, it.len, src);
+      } else {
+        bounce.resize(kChunk);
+        ok = pread_all(fd, bounce.data(), it.len, src);
+        const std::size_t es = dtype_size(e.src_dtype), ed = dtype_size(e.ref->dtype);
+        if (ok) convert_floats(bounce.data(), e.src_dtype, dst + it.off / es * ed, e.ref->dtype, it.len / es);
+      }
+      if (!ok) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!failed.exchange(true))
+          error = "read error in tensor " + quote_short(e.ref->name) + " (" +
+                  (errno ? std::strerror(errno) : "unexpected end of file") + ")";
+        return;
+      }
+      const std::uint64_t d = done.fetch_add(it.len) + it.len;
+      if (report && opts.progress) opts.progress(data_done + d, data_total);
+    }
+  };
+  unsigned n_threads = opts.threads > 0 ? static_cast<unsigned>(opts.threads) : std::thread::hardware_concurrency();
+  n_threads = std::max(1u, std::min<unsigned>(n_threads, static_cast<unsigned>(std::max<std::size_t>(1, items.size()))));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < n_threads; ++t) pool.emplace_back(work, false);
+  work(true);
+  for (auto& t : pool) t.join();
+  if (failed) fail(file, error);
+  if (opts.progress) opts.progress(data_done + done.load(), data_total);
+}
+
+}  // namespace
+
 // ---- File ----------------------------------------------------------------------------------------
-File File::open(const std::filesystem::path& path) {
+File File::open(const std::filesystem::path& path, const OpenOptions& opts, std::uint64_t data_done,
+                std::uint64_t data_total) {
   File out;
   out.path_ = path.string();
   const std::string& file = out.path_;
@@ -229,17 +356,12 @@ File File::open(const std::filesystem::path& path) {
     fail(file, "header length " + std::to_string(n) + " runs past the end of the file (" + std::to_string(file_size) +
                    " bytes; truncated?)");
 
-  // Map the whole file: private and writable, so an accidental write is copy-on-write in memory.
-  auto mapping = std::make_shared<Mapping>();
-  mapping->path = file;
-  mapping->size = static_cast<std::size_t>(file_size);
-  void* base = ::mmap(nullptr, mapping->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.fd, 0);
-  if (base == MAP_FAILED) fail(file, std::string("mmap failed (") + std::strerror(errno) + ")");
-  mapping->base = base;
-  mapping->track();
-  const char* bytes = static_cast<const char*>(base);
-
-  nlohmann::json header = parse_json_strict(bytes + 8, bytes + 8 + n, file, /*safetensors_header=*/true);
+  std::string header_text(static_cast<std::size_t>(n), '\0');
+  if (n && !pread_all(fd.fd, header_text.data(), header_text.size(), 8))
+    fail(file, std::string("read error in the header (") + std::strerror(errno) + ")");
+  nlohmann::json header =
+      parse_json_strict(header_text.data(), header_text.data() + header_text.size(), file, /*safetensors_header=*/true);
+  header_text = std::string();
   if (!header.is_object()) fail(file, "header is not a JSON object");
 
   const std::uint64_t data_start = 8 + n;
@@ -274,7 +396,6 @@ File File::open(const std::filesystem::path& path) {
     Entry e;
     e.ref.name = name;
     e.ref.file = file;
-    e.ref.owner = mapping;
     const auto& jd = v["dtype"];
     if (!jd.is_string()) fail_tensor(file, name, "dtype is not a string");
     if (!parse_dtype_name(jd.get<std::string>(), &e.ref.dtype))
@@ -322,7 +443,6 @@ File File::open(const std::filesystem::path& path) {
       fail_tensor(file, name, "data_offsets end " + std::to_string(e.end) + " is past the end of the data section (" +
                                   std::to_string(data_size) + " bytes; truncated file?)");
     e.ref.nbytes = static_cast<std::size_t>(nbytes);
-    e.ref.data = bytes + data_start + e.begin;
     entries.push_back(std::move(e));
   }
 
@@ -349,6 +469,33 @@ File File::open(const std::filesystem::path& path) {
   if (pos != data_size)
     fail(file, "tensors cover " + std::to_string(pos) + " bytes of the " + std::to_string(data_size) +
                    "-byte data section (trailing bytes at the end of the file)");
+
+  // Everything is valid: now the data.
+  if (opts.residency == Residency::copy) {
+    std::vector<CopyEntry> ce;
+    ce.reserve(entries.size());
+    for (auto& e : entries) ce.push_back({&e.ref, e.begin, e.end - e.begin, e.ref.dtype});
+    copy_entries(fd.fd, file, data_start, ce, opts, data_done, data_total ? data_total : data_size);
+  } else {
+    // Map the whole file: private and writable, so an accidental write is copy-on-write in memory.
+    auto mapping = std::make_shared<Mapping>();
+    mapping->path = file;
+    mapping->size = static_cast<std::size_t>(file_size);
+    void* base = ::mmap(nullptr, mapping->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.fd, 0);
+    if (base == MAP_FAILED) fail(file, std::string("mmap failed (") + std::strerror(errno) + ")");
+    mapping->base = base;
+    mapping->track();
+#ifdef MADV_HUGEPAGE
+    // Lets the kernel read the file into 2 MiB page-cache folios and map them with huge pages
+    // (Linux 6.x with large-folio file systems; elsewhere the advice is ignored).
+    ::madvise(base, mapping->size, MADV_HUGEPAGE);
+#endif
+    const char* bytes = static_cast<const char*>(base);
+    for (auto& e : entries) {
+      e.ref.owner = mapping;
+      e.ref.data = bytes + data_start + e.begin;
+    }
+  }
 
   out.tensors_.reserve(entries.size());
   for (auto& e : entries) out.tensors_.push_back(std::move(e.ref));
@@ -385,7 +532,8 @@ void add_file(std::map<std::string, TensorRef>& by_name, const File& f) {
   for (const auto& t : f.tensors()) by_name.emplace(t.name, t);
 }
 
-void open_index(const std::filesystem::path& index_path, std::map<std::string, TensorRef>& by_name) {
+void open_index(const std::filesystem::path& index_path, std::map<std::string, TensorRef>& by_name,
+                std::map<std::string, std::string>& metadata, const OpenOptions& opts) {
   namespace fs = std::filesystem;
   const std::string file = index_path.string();
   std::string text = read_small_file(index_path);
@@ -434,9 +582,13 @@ void open_index(const std::filesystem::path& index_path, std::map<std::string, T
     shards.emplace(shard, full);
   }
 
+  std::uint64_t total = 0, done = 0;  // progress over all shards (file sizes: headers are small)
+  for (const auto& [shard, full] : shards) total += fs::file_size(full, ec);
   std::map<std::string, std::map<std::string, TensorRef>> files;  // shard -> its tensors by name
   for (const auto& [shard, full] : shards) {
-    File f = File::open(full);
+    File f = File::open(full, opts, done, total);
+    done += fs::file_size(full, ec);
+    if (metadata.empty()) metadata = f.metadata();
     auto& m = files[shard];
     for (const auto& t : f.tensors()) {
       if (!wm.contains(t.name))
@@ -458,7 +610,7 @@ void open_index(const std::filesystem::path& index_path, std::map<std::string, T
 
 }  // namespace
 
-Checkpoint Checkpoint::open(const std::filesystem::path& path, const std::string& stem) {
+Checkpoint Checkpoint::open(const std::filesystem::path& path, const std::string& stem, const OpenOptions& opts) {
   namespace fs = std::filesystem;
   Checkpoint c;
   std::error_code ec;
@@ -477,10 +629,13 @@ Checkpoint Checkpoint::open(const std::filesystem::path& path, const std::string
     fail(path.string(), "no such file or directory");
   }
   c.source_ = target.string();
-  if (target.extension() == ".json")
-    open_index(target, c.by_name_);
-  else
-    add_file(c.by_name_, File::open(target));
+  if (target.extension() == ".json") {
+    open_index(target, c.by_name_, c.metadata_, opts);
+  } else {
+    File f = File::open(target, opts);
+    c.metadata_ = f.metadata();
+    add_file(c.by_name_, f);
+  }
   return c;
 }
 

@@ -1,6 +1,7 @@
 list(APPEND LLI_BASE_SOURCES
   io/bounded_parse.cpp
   io/safetensors.cpp
+  io/dtype_convert.cpp
   io/image.cpp
   io/prompt.cpp
   io/session.cpp

@@ -86,6 +86,13 @@ std::string listing(const std::vector<std::string>& items, const char* singular,
 
 }  // namespace
 
+st::DType to_st_dtype(torch::ScalarType t) {
+  st::DType d;
+  if (!from_scalar_type(t, &d))
+    throw RuntimeError("dtype " + std::string(c10::toString(t)) + " has no safetensors equivalent");
+  return d;
+}
+
 torch::Tensor to_torch(const st::TensorRef& ref) {
   const auto dtype = to_scalar_type(ref.dtype);
   const auto opts = torch::TensorOptions().dtype(dtype).device(torch::kCPU);

@@ -186,7 +186,11 @@ Llava load_llava(const std::filesystem::path& dir, const LlavaLoadOptions& opts)
   if (opts.dtype == torch::kHalf && opts.device.is_cpu())
     throw ModelError("LLaVA: fp16 compute is not supported on CPU (use f32 or bf16)");
 
-  auto ckpt = st::Checkpoint::open(dir);
+  st::OpenOptions oo;
+  oo.residency = opts.device.is_cpu() ? opts.weights : st::Residency::mmap;
+  if (oo.residency == st::Residency::copy) oo.float_dtype = to_st_dtype(opts.dtype);
+  oo.progress = opts.progress;
+  auto ckpt = st::Checkpoint::open(dir, "model", oo);
   TensorMap tensors = load_tensors(ckpt);
   // Older transformers saved the CLIP position_ids buffer; positions are arange here.
   tensors.erase("vision_tower.vision_model.embeddings.position_ids");

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "lli/safetensors.h"
 #include "models/clip_vision.h"
 #include "models/config_json.h"
 #include "models/llama.h"
@@ -91,6 +92,10 @@ TORCH_MODULE(Llava);
 struct LlavaLoadOptions {
   torch::Dtype dtype = torch::kFloat32;  // kFloat32 or kBFloat16 (kHalf only on CUDA)
   torch::Device device = torch::kCPU;
+  // mmap: weights stored in the compute dtype are used in place from the mapped files; copy (CPU):
+  // every tensor is read into huge-page anonymous memory, converted to `dtype` on the way.
+  st::Residency weights = st::Residency::mmap;
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;  // copy: bytes read
 };
 
 // Loads <dir>/config.json and the checkpoint (model.safetensors or sharded with

@@ -2,6 +2,8 @@
 // ggml-cpu quants.c (ggml_vec_dot_q8_0_q8_0, ggml_vec_dot_q4_K_q8_K); see quant_kernels.h.
 #include "nn/quant_kernels.h"
 
+#include "io/dtype_convert.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -44,7 +46,7 @@ const float* bf16_row(const std::uint16_t* w, std::int64_t K, std::int64_t n) {
   thread_local std::vector<float> buf;
   buf.resize(static_cast<std::size_t>(K));
   const std::uint16_t* src = w + n * K;
-  for (std::int64_t k = 0; k < K; ++k) buf[k] = bf16_to_fp32(src[k]);
+  for (std::int64_t k = 0; k < K; ++k) buf[k] = st::bf16_to_f32(src[k]);
   return buf.data();
 }
 
@@ -55,8 +57,8 @@ void q8_0_row(const float* w, std::int64_t K, std::int8_t* qs, std::uint16_t* d)
     const float* x = w + g * kBlock;
     float amax = 0.0f;
     for (int i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const std::uint16_t h = fp32_to_fp16(std::min(amax / 127.0f, 65504.0f));
-    const float dv = fp16_to_fp32(h);
+    const std::uint16_t h = st::f32_to_f16(std::min(amax / 127.0f, 65504.0f));
+    const float dv = st::f16_to_f32(h);
     const float id = dv > 0.0f ? 1.0f / dv : 0.0f;
     for (int i = 0; i < kBlock; ++i)
       qs[g * kBlock + i] = static_cast<std::int8_t>(rne(clampf(x[i] * id, -127.0f, 127.0f)));
@@ -244,7 +246,7 @@ void ref_q8_0(const QMatrix& w, const QActs& x, std::int64_t n0, std::int64_t n1
         const std::int8_t* b = x.q.data() + m * K + g * kBlock;
         std::int32_t isum = 0;
         for (int i = 0; i < kBlock; ++i) isum += a[i] * b[i];
-        acc += (fp16_to_fp32(w.d[n * G + g]) * x.d[m * G + g]) * static_cast<float>(isum);
+        acc += (st::f16_to_f32(w.d[n * G + g]) * x.d[m * G + g]) * static_cast<float>(isum);
       }
       y[m * ldy + n] = acc;
     }
@@ -640,45 +642,6 @@ Kernel best_kernel() {
   return k;
 }
 
-// ---- half-precision bits ----
-
-std::uint16_t fp32_to_fp16(float f) {
-  std::uint32_t x;
-  std::memcpy(&x, &f, sizeof x);
-  const auto sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
-  x &= 0x7fffffffu;
-  if (x > 0x7f800000u) return sign | 0x7e00u;    // NaN
-  if (x >= 0x477ff000u) return sign | 0x7c00u;   // rounds to >= 65520: Inf
-  if (x < 0x38800000u) {                         // below 2^-14: subnormal half (or zero)
-    const float a = std::fabs(f) * 16777216.0f;  // in units of 2^-24, exact
-    return sign | static_cast<std::uint16_t>(rne(a));  // a < 1024: rne is exact; 1024 = min normal
-  }
-  x += 0xfffu + ((x >> 13) & 1u);  // round the 13 dropped bits to nearest even
-  return sign | static_cast<std::uint16_t>((x - (112u << 23)) >> 13);
-}
-
-float fp16_to_fp32(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  std::uint32_t bits;
-  if (e == 0) {
-    const float v = static_cast<float>(m) * (1.0f / 16777216.0f);
-    return sign ? -v : v;
-  }
-  bits = e == 31 ? (sign | 0x7f800000u | (m << 13)) : (sign | ((e + 112u) << 23) | (m << 13));
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-std::uint16_t fp32_to_bf16(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
-
 // ---- quantization ----
 
 void quantize_q8_0(const float* w, std::int64_t K, std::int64_t n0, std::int64_t n1, std::int8_t* qs,
@@ -716,7 +679,7 @@ void dequantize_row(const QMatrix& w, std::int64_t n, float* out) {
   if (w.type == QType::q8_0) {
     const auto* qs = static_cast<const std::int8_t*>(w.qs) + n * K;
     for (std::int64_t g = 0; g < G; ++g) {
-      const float d = fp16_to_fp32(w.d[n * G + g]);
+      const float d = st::f16_to_f32(w.d[n * G + g]);
       for (int i = 0; i < kBlock; ++i) out[g * kBlock + i] = d * qs[g * kBlock + i];
     }
     return;
@@ -756,7 +719,7 @@ void dequantize_rows_bf16(const QMatrix& w, std::int64_t n0, std::int64_t n1, st
   for (std::int64_t n = n0; n < n1; ++n) {
     dequantize_row(w, n, buf.data());
     std::uint16_t* o = out + (n - n0) * w.K;
-    for (std::int64_t k = 0; k < w.K; ++k) o[k] = fp32_to_bf16(buf[k]);
+    for (std::int64_t k = 0; k < w.K; ++k) o[k] = st::f32_to_bf16(buf[k]);
   }
 }
 

@@ -132,15 +132,4 @@ const char* kernel_name(Kernel k);  // "automatic", "reference", "avx2", "avx512
 void matmul_rows(const QMatrix& w, const QActs& x, std::int64_t n0, std::int64_t n1, float* y, std::int64_t ldy,
                  Kernel k = Kernel::automatic);
 
-// fp16 / bf16 bit conversions used by the formats (round to nearest even; NaN stays NaN).
-std::uint16_t fp32_to_fp16(float f);
-float fp16_to_fp32(std::uint16_t h);
-std::uint16_t fp32_to_bf16(float f);
-inline float bf16_to_fp32(std::uint16_t b) {
-  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 }  // namespace lli::nn::quant

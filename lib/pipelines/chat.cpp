@@ -14,6 +14,8 @@
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/log.h"
+#include "io/dtype_convert.h"
+#include "lli/device.h"
 #include "lli/safetensors.h"
 #include "lli/tensor_io.h"
 #include "models/llava.h"
@@ -121,6 +123,7 @@ struct ChatSession::Impl {
   fs::path dir;
   DTypeChoice dtype_choice = DTypeChoice::f32;
   DeviceChoice device_choice;
+  st::Residency weights = st::Residency::mmap;
   m::Llava model{nullptr};
   std::optional<text::LlamaTokenizer> tok;
   text::ImageTokenConfig image_tokens;
@@ -196,12 +199,43 @@ constexpr const char* kPromptCacheFormat = "lli-prompt-cache";
 constexpr const char* kPromptCacheVersion = "1";
 
 st::DType st_dtype(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat32: return st::DType::F32;
-    case torch::kBFloat16: return st::DType::BF16;
-    case torch::kHalf: return st::DType::F16;
-    default: throw RuntimeError("prompt cache: unsupported KV dtype " + std::string(c10::toString(t)));
-  }
+  if (t != torch::kFloat32 && t != torch::kBFloat16 && t != torch::kHalf)
+    throw RuntimeError("prompt cache: unsupported KV dtype " + std::string(c10::toString(t)));
+  return to_st_dtype(t);
+}
+
+}  // namespace
+
+WeightsChoice parse_weights_choice(const std::string& s) {
+  if (s == "auto") return WeightsChoice::automatic;
+  if (s == "mmap") return WeightsChoice::mmap;
+  if (s == "copy") return WeightsChoice::copy;
+  throw UsageError("--weights: expected auto, mmap or copy, got \"" + s + "\"");
+}
+
+namespace {
+
+// Bytes the weights occupy once converted to `dtype` (headers only: nothing is read).
+std::uint64_t converted_weight_bytes(const fs::path& dir, torch::ScalarType dtype) {
+  const auto ckpt = st::Checkpoint::open(dir);
+  const auto to = to_st_dtype(dtype);
+  std::uint64_t n = 0;
+  for (const auto& [name, ref] : ckpt.all())
+    n += st::is_floating(ref.dtype) ? ref.nbytes / st::dtype_size(ref.dtype) * st::dtype_size(to) : ref.nbytes;
+  return n;
+}
+
+// --weights auto: copy when the weights fit into the memory left with a margin for the KV cache,
+// activations and the rest of the system (1 GiB + 25 % of the weights).
+st::Residency resolve_weights(WeightsChoice w, const fs::path& dir, torch::ScalarType dtype, const DeviceChoice& dev) {
+  if (dev.cuda || w == WeightsChoice::mmap) return st::Residency::mmap;
+  if (w == WeightsChoice::copy) return st::Residency::copy;
+  const std::uint64_t need = converted_weight_bytes(dir, dtype);
+  const std::uint64_t avail = available_memory_bytes();
+  const bool fits = avail > 0 && need + need / 4 + (std::uint64_t(1) << 30) <= avail;
+  log_info("weights: {} ({:.1f} GB of weights, {:.1f} GB of memory available; --weights mmap|copy chooses)",
+           fits ? "copy into huge-page memory" : "mmap", need / 1e9, avail / 1e9);
+  return fits ? st::Residency::copy : st::Residency::mmap;
 }
 
 }  // namespace
@@ -226,7 +260,16 @@ ChatSession ChatSession::load(const fs::path& dir, const ChatOptions& opts) {
   impl->tok = text::LlamaTokenizer::load(dir);  // cheap checks first: a bad directory fails fast
   impl->image_tokens = text::ImageTokenConfig::load(dir);
   impl->processor = m::load_image_processor_config(dir);
+  lo.weights = resolve_weights(opts.weights, dir, lo.dtype, opts.device);
+  impl->weights = lo.weights;
+  std::unique_ptr<Progress> bar;
+  if (lo.weights == st::Residency::copy)
+    lo.progress = [&bar](std::uint64_t done, std::uint64_t total) {
+      if (!bar) bar = std::make_unique<Progress>("reading weights (MB)", static_cast<long>(total >> 20));
+      bar->update(static_cast<long>(done >> 20));
+    };
   impl->model = m::load_llava(dir, lo);
+  bar.reset();
   impl->model->eval();
 
   const auto& cfg = impl->model->cfg;
@@ -367,6 +410,8 @@ std::string ChatSession::render_prompt(const std::string& question) const {
 double ChatSession::load_ms() const { return impl_->load_ms; }
 std::int64_t ChatSession::context_length() const { return impl_->model->cfg.text.max_position_embeddings; }
 std::string ChatSession::dtype_name() const { return dtype_choice_name(impl_->dtype_choice); }
+std::string ChatSession::weights_name() const { return st::residency_name(impl_->weights); }
+std::string ChatSession::weight_format() const { return dtype_name(); }
 std::string ChatSession::device_name() const { return impl_->device_choice.str(); }
 
 ChatAnswer ChatSession::ask(const std::string& question_in, const SamplerConfig& cfg,

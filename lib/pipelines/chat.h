@@ -34,8 +34,15 @@ enum class ChatImageAspect {
 // "crop" / "resize_crop" or "pad" / "pad_square"; UsageError naming --image-aspect otherwise.
 ChatImageAspect parse_chat_image_aspect(const std::string& s);
 
+// Where the weights live (--weights): see lli/safetensors.h's Residency. automatic = copy on CPU
+// when the converted weights fit in the available memory with room to spare, else mmap.
+enum class WeightsChoice { automatic, mmap, copy };
+// "auto", "mmap", "copy"; UsageError naming --weights otherwise.
+WeightsChoice parse_weights_choice(const std::string& s);
+
 struct ChatOptions {
   DeviceChoice device;                          // cpu (default) or cuda[:N]
+  WeightsChoice weights = WeightsChoice::automatic;
   DTypeChoice dtype = DTypeChoice::automatic;   // resolved with resolve_dtype()
   ChatImageAspect image_aspect = ChatImageAspect::crop;
   text::ChatStyle style = text::ChatStyle::llava_v1;
@@ -124,6 +131,8 @@ class ChatSession {
   std::int64_t context_length() const;  // max_position_embeddings of the language model
   std::string dtype_name() const;       // "f32", "bf16", "f16"
   std::string device_name() const;      // "cpu", "cuda:0"
+  std::string weights_name() const;     // the residency used: "mmap" or "copy"
+  std::string weight_format() const;    // the language model's linear weights: "f32", "bf16", "q8_0", "q4_k"
 
  private:
   struct Impl;

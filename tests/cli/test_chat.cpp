@@ -86,7 +86,29 @@ TEST_CASE("cli chat: --json --temperature 0 on llava-tiny-a prints exactly the 1
     CHECK(j["timings"][k].get<double>() >= 0);
   }
   CHECK(j["timings"]["decode_tokens_per_s"].get<double>() > 0);
-  CHECK(r.err.empty());
+  // --weights auto says where the weights went, in one line; nothing else on stderr.
+  CHECK(j["weights"]["residency"] == "copy");  // a tiny model always fits
+  CHECK(j["weights"]["format"] == "f32");
+  CHECK_MESSAGE(r.err.rfind("weights: copy into huge-page memory (", 0) == 0, r.err);
+  CHECK(count_lines(r.err) == 1);
+}
+
+TEST_CASE("cli chat: --weights mmap and copy give the same tokens, and a bad --weights is a usage error") {
+  TempDir t;
+  for (const char* w : {"mmap", "copy"}) {
+    CAPTURE(w);
+    Run r = run("lli-chat " + model_flag() + " -i " + fixture_image() + " 'What is shown?' --json --weights " + w +
+                    kGreedy,
+                t);
+    REQUIRE_MESSAGE(r.code == 0, r.err);
+    json j = json::parse(r.out);
+    CHECK(j["tokens"].get<std::vector<std::int64_t>>() == golden_generated_ids());
+    CHECK(j["weights"]["residency"] == w);
+    CHECK_MESSAGE(r.err.empty(), r.err);  // an explicit choice is not announced
+  }
+  Run bad = run("lli-chat " + model_flag() + " -i " + fixture_image() + " 'What?' --weights huge" + kGreedy, t);
+  CHECK(bad.code == 2);
+  CHECK_MESSAGE(bad.err.find("--weights") != std::string::npos, bad.err);
 }
 
 TEST_CASE("cli chat: streamed text equals the --json text, and the question can come from stdin") {

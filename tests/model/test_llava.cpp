@@ -495,3 +495,35 @@ TEST_CASE("llama: linear rope scaling divides positions by the factor, and GQA m
   CHECK(max_abs_diff(b, full.narrow(1, 4, 1)) < 1e-5);
   CHECK(max_abs_diff(c, full.narrow(1, 5, 1)) < 1e-5);
 }
+
+TEST_CASE("llava --weights copy: the same logits as mmap, bit for bit (fp16 checkpoint read as f32 and bf16)") {
+  auto g = load_golden();
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    CAPTURE(c10::toString(dtype));
+    m::LlavaLoadOptions a, b;
+    a.dtype = b.dtype = dtype;
+    b.weights = lli::st::Residency::copy;
+    std::uint64_t done = 0, total = 0;
+    b.progress = [&](std::uint64_t d, std::uint64_t t) {
+      done = d;
+      total = t;
+    };
+    auto ma = m::load_llava(llava_dir(), a);
+    auto mb = m::load_llava(llava_dir(), b);
+    CHECK(done > 0);
+    CHECK(total >= done);
+    // Every parameter: same dtype and values; the copy lives outside the mapped files.
+    auto pa = ma->named_parameters(true), pb = mb->named_parameters(true);
+    REQUIRE(pa.size() == pb.size());
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      CHECK(pa[i].key() == pb[i].key());
+      CHECK((pa[i].value().scalar_type() == dtype));
+      CHECK((pb[i].value().scalar_type() == dtype));
+      CHECK(torch::equal(pa[i].value(), pb[i].value()));
+    }
+    auto run = [&](m::LlavaImpl& model) {
+      return model.logits(model.embed_inputs(g.at("input_ids"), model.image_features(g.at("pixel_values"))));
+    };
+    CHECK(torch::equal(run(*ma), run(*mb)));
+  }
+}

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "lli/error.h"
+#include "io/dtype_convert.h"
 #include "nn/quant_kernels.h"
 #include "test_util.h"
 
@@ -67,7 +68,7 @@ std::vector<float> dequantize(const Owned& q) {
 float contract_value(const Owned& q, std::int64_t n, std::int64_t k) {
   const std::int64_t G = q.K / kBlock, g = k / kBlock, i = k % kBlock;
   if (q.type == QType::q8_0)
-    return fp16_to_fp32(q.d[n * G + g]) * static_cast<std::int8_t>(q.qs[n * q.K + k]);
+    return lli::st::f16_to_f32(q.d[n * G + g]) * static_cast<std::int8_t>(q.qs[n * q.K + k]);
   const std::uint8_t byte = q.qs[n * (q.K / 2) + g * 16 + i % 16];
   const int v = i < 16 ? (byte & 0x0F) : (byte >> 4);
   return (q.sc[n * G + g] * q.row[2 * n]) * static_cast<float>(v) - (q.mn[n * G + g] * q.row[2 * n + 1]);
@@ -85,31 +86,6 @@ std::vector<Kernel> simd_kernels() {
 }
 
 }  // namespace
-
-TEST_CASE("quant: fp16 and bf16 bit conversions round to nearest even") {
-  CHECK(fp32_to_fp16(1.0f) == 0x3c00);
-  CHECK(fp32_to_fp16(-2.0f) == 0xc000);
-  CHECK(fp32_to_fp16(65504.0f) == 0x7bff);
-  CHECK(fp32_to_fp16(65519.0f) == 0x7bff);
-  CHECK(fp32_to_fp16(65520.0f) == 0x7c00);
-  CHECK(fp32_to_fp16(0.1f) == 0x2e66);
-  CHECK(fp32_to_fp16(std::ldexp(1.0f, -24)) == 0x0001);
-  CHECK(fp32_to_fp16(std::ldexp(1.0f, -25)) == 0x0000);          // tie to even (0)
-  CHECK(fp32_to_fp16(std::ldexp(3.0f, -25)) == 0x0002);          // 1.5 ulp: tie to even (2)
-  CHECK(fp32_to_fp16(std::ldexp(1.0f, -14) * 0.99999f) == 0x0400);  // rounds up to the smallest normal
-  CHECK(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);      // tie: even mantissa
-  CHECK(fp32_to_fp16(1.0f + std::ldexp(3.0f, -11)) == 0x3c02);
-  int bad = 0;
-  for (std::uint32_t h = 0; h < 65536; ++h) {
-    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) continue;  // NaN
-    if (fp32_to_fp16(fp16_to_fp32(static_cast<std::uint16_t>(h))) != h) ++bad;
-  }
-  CHECK(bad == 0);
-  CHECK(std::isnan(fp16_to_fp32(fp32_to_fp16(std::nanf("")))));
-  CHECK(fp32_to_bf16(1.0f) == 0x3f80);
-  CHECK(fp32_to_bf16(1.0f + std::ldexp(1.0f, -8)) == 0x3f80);  // tie to even
-  CHECK(bf16_to_fp32(0xc040) == -3.0f);
-}
 
 TEST_CASE("quant: names, sizes and argument checks") {
   QType t = QType::q4_k;
@@ -157,7 +133,7 @@ TEST_CASE("quant: q8_0 round trip is within half a step and follows the layout")
   double worst = 0.0;  // max |error| / (d / 2)
   for (std::int64_t n = 0; n < N; ++n)
     for (std::int64_t k = 0; k < K; ++k) {
-      const float d = fp16_to_fp32(q.d[n * (K / kBlock) + k / kBlock]);
+      const float d = lli::st::f16_to_f32(q.d[n * (K / kBlock) + k / kBlock]);
       const float err = std::fabs(out[n * K + k] - w[n * K + k]);
       CHECK(out[n * K + k] == contract_value(q, n, k));
       if (d > 0) worst = std::max(worst, err / (d / 2) - 1e-4 * std::fabs(w[n * K + k]) / (d / 2));
@@ -300,12 +276,12 @@ TEST_CASE("quant: bf16 inputs give the same arrays as fp32") {
   auto w = normal(N * K, 8), xv = normal(M * K, 9);
   std::vector<std::uint16_t> wb(w.size()), xb(xv.size());
   for (std::size_t i = 0; i < w.size(); ++i) {
-    wb[i] = fp32_to_bf16(w[i]);
-    w[i] = bf16_to_fp32(wb[i]);
+    wb[i] = lli::st::f32_to_bf16(w[i]);
+    w[i] = lli::st::bf16_to_f32(wb[i]);
   }
   for (std::size_t i = 0; i < xv.size(); ++i) {
-    xb[i] = fp32_to_bf16(xv[i]);
-    xv[i] = bf16_to_fp32(xb[i]);
+    xb[i] = lli::st::f32_to_bf16(xv[i]);
+    xv[i] = lli::st::bf16_to_f32(xb[i]);
   }
   for (QType t : {QType::q8_0, QType::q4_k}) {
     const Owned a = quantize(t, w, N, K);
@@ -334,7 +310,7 @@ TEST_CASE("quant: bf16 inputs give the same arrays as fp32") {
     std::vector<std::uint16_t> h(static_cast<std::size_t>(3 * K));
     dequantize_rows_bf16(a.view(), 1, 4, h.data());
     int diff = 0;
-    for (std::int64_t i = 0; i < 3 * K; ++i) diff += h[i] != fp32_to_bf16(f[K + i]);
+    for (std::int64_t i = 0; i < 3 * K; ++i) diff += h[i] != lli::st::f32_to_bf16(f[K + i]);
     CHECK(diff == 0);
   }
   QActs xa, xbq;

@@ -4,10 +4,13 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "lli/error.h"
+#include "io/dtype_convert.h"
 #include "lli/safetensors.h"
 #include "test_util.h"
 
@@ -530,4 +533,132 @@ TEST_CASE("safetensors opens the llava-tiny-a fixture (sharded fp16)") {
   CHECK(shards.size() == 3);
   CHECK(n_f16 > 0);
   MESSAGE("llava-tiny-a: " << ckpt.all().size() << " tensors, " << n_f16 << " F16, " << shards.size() << " shards");
+}
+
+// ---- copy residency ---------------------------------------------------------------------------
+
+TEST_CASE("safetensors copy residency: same tensors as mmap, in 64-byte aligned anonymous memory") {
+  TempDir dir;
+  fs::path p = dir / "m.safetensors";
+  std::vector<float> f(1000);
+  for (std::size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(i) * 0.37f - 100.0f;
+  std::vector<std::int32_t> ints{1, -2, 3};
+  std::vector<std::uint8_t> b{0, 1, 1};
+  st::write_file(p, {{"f", st::DType::F32, {10, 100}, f.data(), 4000},
+                     {"i", st::DType::I32, {3}, ints.data(), 12},
+                     {"b", st::DType::BOOL, {3}, b.data(), 3},
+                     {"empty", st::DType::F32, {0, 4}, nullptr, 0}},
+                 {{"k", "v"}});
+  st::OpenOptions copy;
+  copy.residency = st::Residency::copy;
+  std::uint64_t last_done = 0, total_seen = 0;
+  int calls = 0;
+  copy.progress = [&](std::uint64_t done, std::uint64_t total) {
+    CHECK(done >= last_done);
+    last_done = done;
+    total_seen = total;
+    ++calls;
+  };
+  auto a = st::File::open(p);
+  auto c = st::File::open(p, copy);
+  CHECK(c.metadata().at("k") == "v");
+  REQUIRE(a.tensors().size() == c.tensors().size());
+  for (std::size_t i = 0; i < a.tensors().size(); ++i) {
+    const auto &x = a.tensors()[i], &y = c.tensors()[i];
+    CHECK(x.name == y.name);
+    CHECK(x.dtype == y.dtype);
+    CHECK(x.shape == y.shape);
+    REQUIRE(x.nbytes == y.nbytes);
+    if (y.nbytes) {
+      CHECK(reinterpret_cast<std::uintptr_t>(y.data) % 64 == 0);
+      CHECK(std::memcmp(x.data, y.data, x.nbytes) == 0);
+    }
+  }
+  CHECK(calls >= 1);
+  CHECK(last_done == 4000 + 12 + 3);
+  CHECK(total_seen == last_done);
+}
+
+TEST_CASE("safetensors copy residency converts floating tensors on the way, never integers") {
+  TempDir dir;
+  fs::path p = dir / "m.safetensors";
+  // Values that exercise rounding: halfway cases, subnormals, NaN, infinities, fp16 overflow.
+  std::vector<float> f{0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, 3.14159265f, -65504.0f, 65520.0f, 1e-7f,
+                       6.1e-5f, 1e30f, -1e-30f, std::numeric_limits<float>::infinity(),
+                       std::numeric_limits<float>::quiet_NaN(), 0.1f, 70000.0f};
+  // 3 M elements: several 16 MiB read chunks (parallel readers).
+  std::vector<float> big(3 << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i % 9973) * 0.013f - 50.0f;
+  std::vector<std::int64_t> ids{7, -8};
+  st::write_file(p, {{"f", st::DType::F32, {16}, f.data(), f.size() * 4},
+                     {"big", st::DType::F32, {static_cast<std::int64_t>(big.size())}, big.data(), big.size() * 4},
+                     {"ids", st::DType::I64, {2}, ids.data(), 16}});
+  for (st::DType to : {st::DType::BF16, st::DType::F16}) {
+    CAPTURE(st::dtype_name(to));
+    st::OpenOptions o;
+    o.residency = st::Residency::copy;
+    o.float_dtype = to;
+    o.threads = 3;
+    auto c = st::Checkpoint::open(p, "model", o);
+    const auto& t = c.get("f");
+    CHECK(t.dtype == to);
+    CHECK(t.nbytes == f.size() * 2);
+    const auto* h = static_cast<const std::uint16_t*>(t.data);
+    for (std::size_t i = 0; i < f.size(); ++i) {
+      const std::uint16_t want = to == st::DType::BF16 ? st::f32_to_bf16(f[i]) : st::f32_to_f16(f[i]);
+      CHECK_MESSAGE(h[i] == want, "element " << i << " = " << f[i]);
+    }
+    const auto& tb = c.get("big");
+    const auto* hb = static_cast<const std::uint16_t*>(tb.data);
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < big.size(); ++i)
+      bad += hb[i] != (to == st::DType::BF16 ? st::f32_to_bf16(big[i]) : st::f32_to_f16(big[i]));
+    CHECK(bad == 0);
+    CHECK(c.get("ids").dtype == st::DType::I64);
+    CHECK(std::memcmp(c.get("ids").data, ids.data(), 16) == 0);
+  }
+}
+
+TEST_CASE("dtype conversion: fp16 and bf16 rounding as IEEE round-to-nearest-even") {
+  // fp16: exact values, halfway ties to even, subnormals, overflow to inf, NaN.
+  CHECK(st::f32_to_f16(1.0f) == 0x3c00);
+  CHECK(st::f32_to_f16(-2.0f) == 0xc000);
+  CHECK(st::f32_to_f16(65504.0f) == 0x7bff);
+  CHECK(st::f32_to_f16(65519.0f) == 0x7bff);
+  CHECK(st::f32_to_f16(65520.0f) == 0x7c00);
+  CHECK(st::f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00);        // tie -> even (down)
+  CHECK(st::f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02);        // tie -> even (up)
+  CHECK(st::f32_to_f16(0.1f) == 0x2e66);
+  CHECK(st::f32_to_f16(8.940696716308594e-08f) == 0x0002);    // 1.5 x the smallest subnormal: tie -> even
+  CHECK(st::f32_to_f16(6.103515625e-05f * 0.99999f) == 0x0400);  // rounds up to the smallest normal
+  CHECK(st::f32_to_f16(5.960464477539063e-08f) == 0x0001);    // smallest subnormal
+  CHECK(st::f32_to_f16(2.98023223876953125e-08f) == 0x0000);  // half of it: tie -> 0
+  CHECK(st::f32_to_f16(6.097555160522461e-05f) == 0x03ff);    // largest subnormal
+  CHECK((st::f32_to_f16(std::numeric_limits<float>::quiet_NaN()) & 0x7c00) == 0x7c00);
+  CHECK((st::f32_to_f16(std::numeric_limits<float>::quiet_NaN()) & 0x03ff) != 0);
+  // Every fp16 value survives fp16 -> fp32 -> fp16 (NaNs stay NaNs).
+  int bad = 0;
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const float f = st::f16_to_f32(static_cast<std::uint16_t>(h));
+    const std::uint16_t back = st::f32_to_f16(f);
+    if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) bad += !((back & 0x7c00) == 0x7c00 && (back & 0x3ff));
+    else bad += back != h;
+  }
+  CHECK(bad == 0);
+  // bf16
+  CHECK(st::f32_to_bf16(1.0f) == 0x3f80);
+  CHECK(st::f32_to_bf16(1.00390625f) == 0x3f80);  // tie -> even
+  CHECK(st::f32_to_bf16(1.01171875f) == 0x3f82);  // tie -> even (up)
+  CHECK(st::f32_to_bf16(std::numeric_limits<float>::quiet_NaN()) == 0x7fc0);
+  CHECK(st::bf16_to_f32(0x3f80) == 1.0f);
+  // Bulk conversion equals the scalar one (vectorized paths).
+  std::vector<std::uint16_t> h(1000), out(1000);
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint16_t>(i * 61 + 7);
+  st::convert_floats(h.data(), st::DType::F16, out.data(), st::DType::BF16, h.size());
+  int diff = 0;
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    const float f = st::f16_to_f32(h[i]);
+    diff += f == f ? out[i] != st::f32_to_bf16(f) : (out[i] & 0x7f80) != 0x7f80;
+  }
+  CHECK(diff == 0);
 }

@@ -32,6 +32,7 @@ Examples:
   lli-chat -i photos/ "one-line caption" --json --outdir captions/   # batch: captions/<stem>.txt
   lli-chat -i photo.jpg "what color is the car?" --prompt-cache photo.kv   # later questions on photo.jpg
                                               # reuse its prefilled image tokens from photo.kv
+  lli-chat -i photo.jpg "describe it" --weights mmap   # instant load (weights stay in the page cache)
 Interactive mode starts when there is no question and stdin is a terminal (--interactive forces it,
 reading questions and /commands line by line from stdin).
 Defaults (temperature 0.2, top-p 0.7, top-k 50, max-new-tokens 512) come from models.yaml tools.lli-chat.
@@ -42,7 +43,7 @@ const char* kInteractiveHelp =
     "(the conversation as JSON), /quit (or end of input); anything else is a question";
 
 struct ChatFlags {
-  std::string question, system, image_aspect, prompt_cache;
+  std::string question, system, image_aspect, prompt_cache, weights = "auto";
   bool interactive = false;
   SamplerConfig sampler;
   CLI::Option *temperature = nullptr, *top_p = nullptr, *top_k = nullptr, *repetition_penalty = nullptr,
@@ -90,6 +91,7 @@ pipelines::ChatOptions chat_options(const CommonOptions& o, const ChatFlags& f) 
   co.image_aspect = pipelines::parse_chat_image_aspect(
       f.aspect_opt->count() ? f.image_aspect : reg.tool_string("lli-chat", "image_aspect", "crop"));
   co.system = f.system_opt->count() ? f.system : reg.tool_string("lli-chat", "system", "");
+  co.weights = pipelines::parse_weights_choice(f.weights);
   return co;
 }
 
@@ -154,6 +156,7 @@ ChatAnswer ask_and_print(const CommonOptions& o, ChatSession& chat, const std::s
   }
   if (o.json) {
     nlohmann::json j = answer_json(a);
+    j["weights"] = {{"residency", chat.weights_name()}, {"format", chat.weight_format()}, {"dtype", chat.dtype_name()}};
     j.update(extra);
     std::fprintf(out, "%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
@@ -294,6 +297,11 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-cache", f.prompt_cache,
                  "Keep the conversation's KV cache in FILE: a later run on the same image and model prefills only "
                  "what differs (the image's tokens are reused; ~0.3 GB for a 7B model)");
+  app.add_option("--weights", f.weights,
+                 "Where the weights live: mmap (used in place from the page cache: instant load), copy (read "
+                 "into huge-page memory: a few seconds to load, faster prefill and decoding), auto (copy when "
+                 "the memory allows; default)")
+      ->check(CLI::IsMember({"auto", "mmap", "copy"}));
   app.add_flag("--interactive", f.interactive,
                "Chat in a loop: questions and /commands line by line from stdin, even when it is not a terminal");
 

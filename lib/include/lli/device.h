@@ -27,6 +27,11 @@ DTypeChoice resolve_dtype(DTypeChoice d, const DeviceChoice& dev, bool cpu_bf16)
 // Throws ModelError when CUDA is asked for and libtorch has none (or the index is out of range).
 void check_device_available(const DeviceChoice& dev);
 
+// Memory this process can still use, in bytes: MemAvailable of /proc/meminfo (free memory plus the
+// page cache that can be dropped), lowered to the cgroup's memory.max - memory.current when a limit
+// is set. 0 when unknown.
+unsigned long long available_memory_bytes();
+
 // threads <= 0: number of cores. Sets libtorch's intra-op threads; returns the count used.
 // Also installs lli's CPU tensor allocator (core/cpu_allocator.h) on the first call.
 int configure_threads(int threads);

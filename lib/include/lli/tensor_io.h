@@ -21,6 +21,10 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 // (the mapping is private copy-on-write: an accidental write never reaches the file).
 torch::Tensor to_torch(const st::TensorRef& ref);
 
+// The safetensors dtype of a libtorch dtype (F64, F32, F16, BF16, I64, ..., BOOL); RuntimeError
+// for the others.
+st::DType to_st_dtype(torch::ScalarType t);
+
 // All tensors of a checkpoint (optionally only names starting with `prefix`, which is stripped).
 TensorMap load_tensors(const st::Checkpoint& ckpt, const std::string& prefix = "");
 
