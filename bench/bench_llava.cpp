@@ -43,6 +43,7 @@
 #include "lli/error.h"
 #include "models/llava.h"
 #include "nn/linear_bf16.h"
+#include "nn/quant_linear.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -203,11 +204,16 @@ void evict_from_page_cache(const std::vector<fs::path>& files) {
 
 std::vector<Region> weight_regions(torch::nn::Module& model, const std::string& prefix = "") {
   std::vector<Region> r;
-  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
-    if (!prefix.empty() && p.key().compare(0, prefix.size(), prefix) != 0) continue;
-    const auto& t = p.value();
-    r.push_back({static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()) * t.element_size()});
-  }
+  auto add = [&](const torch::Tensor& t) {
+    if (t.defined() && t.is_contiguous() && t.numel() > 0)
+      r.push_back({static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()) * t.element_size()});
+  };
+  for (const auto& p : model.named_parameters(/*recurse=*/true))
+    if (prefix.empty() || p.key().compare(0, prefix.size(), prefix) == 0) add(p.value());  // quantized: a 0-stride view, skipped
+  for (const auto& item : model.named_modules("", false))
+    if (auto* l = dynamic_cast<lli::nn::LinearImpl*>(item.value().get()))
+      if (l->qweight && (prefix.empty() || item.key().compare(0, prefix.size(), prefix) == 0))
+        for (const auto* t : {&l->qweight->qs, &l->qweight->d, &l->qweight->sc, &l->qweight->mn, &l->qweight->row}) add(*t);
   return r;
 }
 
@@ -235,6 +241,7 @@ std::pair<std::size_t, std::size_t> bytes_in_place(torch::nn::Module& model) {
   std::size_t in = 0, all = 0;
   for (const auto& p : model.named_parameters(true)) {
     const auto& t = p.value();
+    if (!t.is_contiguous()) continue;  // a quantized linear's placeholder view
     const std::size_t n = static_cast<std::size_t>(t.numel()) * t.element_size();
     const auto a = reinterpret_cast<std::uintptr_t>(t.data_ptr());
     all += n;
@@ -258,10 +265,11 @@ Faults faults_now() {
   return {ru.ru_minflt, ru.ru_majflt};
 }
 
-// A "Name:   123 kB" field of /proc/self/status, in KiB (0 when absent).
-long proc_status_kib(const char* field) {
+// A "Name:   123 kB" field of a /proc file (/proc/self/status, /proc/self/smaps_rollup), in KiB
+// (0 when absent).
+long proc_kib(const char* path, const char* field) {
   long v = 0;
-  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+  if (FILE* f = std::fopen(path, "r")) {
     char line[256];
     const std::size_t n = std::strlen(field);
     while (std::fgets(line, sizeof line, f))
@@ -273,6 +281,8 @@ long proc_status_kib(const char* field) {
   }
   return v;
 }
+long proc_status_kib(const char* field) { return proc_kib("/proc/self/status", field); }
+long smaps_kib(const char* field) { return proc_kib("/proc/self/smaps_rollup", field); }
 
 long peak_rss_kib() {
   rusage ru{};
@@ -362,20 +372,28 @@ double gemv_pass_seconds(m::LlavaImpl& model, std::int64_t rows, int repeat) {
       auto x = make_x(l->weight.size(1));
       auto y = l->forward(x);
     }
-    auto x = make_x(head.size(1));
-    auto y = lli::nn::linear(x, head);
+    if (!lm.lm_head) {  // tied output matrix: not an nn::Linear
+      auto x = make_x(head.size(1));
+      auto y = lli::nn::linear(x, head);
+    }
     if (it > 0) t.push_back(seconds_since(t0));  // first pass: warm-up
   }
   return minimum(t);
+}
+
+// Bytes of a linear's weight as stored (quantized: its arrays).
+std::size_t weight_bytes(const lli::nn::LinearImpl& l) {
+  if (l.qweight) return static_cast<std::size_t>(l.qweight->nbytes());
+  return static_cast<std::size_t>(l.weight.numel()) * l.weight.element_size();
 }
 
 std::size_t gemv_pass_bytes(m::LlavaImpl& model) {
   std::size_t n = 0;
   auto& lm = *model.language_model;
   for (const auto& mod : lm.modules(false))
-    if (auto* l = dynamic_cast<lli::nn::LinearImpl*>(mod.get())) n += l->weight.numel() * l->weight.element_size();
-  const auto& h = lm.output_weight();
-  return n + h.numel() * h.element_size();
+    if (auto* l = dynamic_cast<lli::nn::LinearImpl*>(mod.get())) n += weight_bytes(*l);
+  if (!lm.lm_head) n += lm.output_weight().numel() * lm.output_weight().element_size();  // tied: the embedding
+  return n;
 }
 
 // Every nn::Linear under `root` (optionally only the module names starting with `prefix`).
@@ -441,6 +459,7 @@ struct Options {
   bool skip_vision = false, skip_prefill = false, skip_gemv = false;
   bool profile = false;
   std::string weights = "mmap";
+  std::string quantize;
 };
 
 void run(const Options& o) {
@@ -464,7 +483,12 @@ void run(const Options& o) {
   m::LlavaLoadOptions lo;
   lo.dtype = torch::kBFloat16;
   lo.weights = o.weights == "copy" ? lli::st::Residency::copy : lli::st::Residency::mmap;
-  note("weights: " + o.weights);
+  if (!o.quantize.empty()) {
+    lli::nn::quant::QType qt;
+    lli::nn::quant::parse_qtype(o.quantize, &qt);
+    lo.quantize = qt;
+  }
+  note("weights: " + o.weights + (o.quantize.empty() ? "" : ", quantized at load to " + o.quantize));
   if (o.cold) {
     {
       evict_from_page_cache(files);
@@ -483,6 +507,7 @@ void run(const Options& o) {
   auto t0 = Clock::now();
   auto model = m::load_llava(o.dir, lo);
   const double warm_load_s = seconds_since(t0);
+  note("language model weights: " + m::llava_weight_format(*model));
   metric(std::string("load") + (o.cold ? ", warm page cache" : "") + " (open+" + (o.weights == "copy" ? "read" : "map") +
              "+bind)",
          warm_load_s, "s");
@@ -518,6 +543,10 @@ void run(const Options& o) {
   metric("read bandwidth over the mapped weights", weights_bw, "GB/s");
   const auto [in_place, all_bytes] = bytes_in_place(*model);
   metric("weights used in place from the mapped files", 100.0 * in_place / all_bytes, "%");
+  // Huge-page mappings of the process (/proc/self/smaps_rollup): page-cache folios mapped with
+  // 2 MiB entries (mmap of a file read into large folios) and anonymous THP (copy, activations).
+  metric("  file pages mapped with 2 MiB entries (FilePmdMapped)", smaps_kib("FilePmdMapped") / 1048576.0, "GiB");
+  metric("  anonymous huge pages (AnonHugePages)", smaps_kib("AnonHugePages") / 1048576.0, "GiB");
   const auto& cfg = model->cfg;
 
   std::vector<std::string> modes;
@@ -718,6 +747,9 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-gemv", o.skip_gemv, "skip the GEMV-only measurement");
   app.add_option("--weights", o.weights, "weight residency: mmap (in place from the page cache) or copy (huge-page memory)")
       ->check(CLI::IsMember({"mmap", "copy"}));
+  app.add_option("--quantize", o.quantize, "quantize the language model at load (q8_0, q4_k); a checkpoint written by "
+                 "lli-quantize is used as it is")
+      ->check(CLI::IsMember({"q8_0", "q4_k"}));
   app.add_flag("--profile", o.profile, "print libtorch's operator profile of one decode step (and of a prefill)");
   CLI11_PARSE(app, argc, argv);
   try {

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # LLaVA-1.5-7B CPU benchmark (bf16): builds bench_llava, creates the random-weight checkpoint when
-# it is missing (about 14 GB), and runs the benchmark twice: with glibc's default malloc and with
-# GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages for malloc'd memory). Each run
-# measures with and without lli's bf16 kernels. Threads = number of cores.
+# it is missing (about 14 GB; `make_random_llava DIR --preset mid` makes the CLIP-L + 1.1B "mid"
+# one), and runs the benchmark twice, each in a fresh process: weights mmap'd in place
+# (lli-chat --weights mmap) and copied into huge-page memory (--weights copy). Each run measures
+# with and without lli's bf16 kernels. Threads = number of cores.
 #
 #   scripts/bench_llava.sh [CHECKPOINT_DIR] [-- extra bench_llava flags]
 #
+# Then, for each type in LLI_BENCH_QUANT (default "q8_0 q4_k"; empty: none), lli-quantize writes
+# CHECKPOINT_DIR-<type> (timed, peak RSS recorded; kept for later runs) and bench_llava measures
+# prefill and decode on it (--weights copy, lli's kernels), for the same-run ratios to bf16.
+#
 # Environment: LLI_BUILD_DIR (default build), LLI_BENCH_DATA (default /work/bench-data),
 # LLI_BENCH_OUT (directory for the logs; default $LLI_BENCH_DATA/results/llava-<date>), LLI_BENCH_REPEAT (3),
-# LLI_BENCH_DECODE (64 tokens).
+# LLI_BENCH_DECODE (64 tokens), LLI_BENCH_QUANT ("q8_0 q4_k"), LLI_BENCH_BF16 (1; 0 skips the
+# mmap/copy bf16 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${LLI_BUILD_DIR:-build}
@@ -21,7 +27,7 @@ REPEAT=${LLI_BENCH_REPEAT:-3}
 DECODE=${LLI_BENCH_DECODE:-64}
 
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_llava make_random_llava
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_llava make_random_llava lli-quantize
 if [[ ! -f "$CKPT/config.json" ]]; then
   echo "== creating the random-weight checkpoint $CKPT (about 14 GB; df: $(df -h --output=avail "$(dirname "$CKPT")" 2>/dev/null | tail -1))"
   "$BUILD_DIR/bench/make_random_llava" "$CKPT"
@@ -39,13 +45,29 @@ run() {  # name, env..., -- flags
     --decode-tokens "$DECODE" "${EXTRA[@]}" 2>&1 | tee -a "$OUT/$name.txt"
   echo "== load after $name: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/$name.txt"
 }
-EXTRA=(--cold "$@")  # the first run also loads from a cold page cache (this checkpoint's files only)
-run default-malloc GLIBC_TUNABLES=
-EXTRA=("$@")
-run hugetlb GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+QUANT=${LLI_BENCH_QUANT-q8_0 q4_k}
+if [[ ${LLI_BENCH_BF16:-1} != 0 ]]; then
+EXTRA=(--weights mmap "$@")
+run mmap LLI_BENCH_DUMMY=
+EXTRA=(--weights copy "$@")
+run copy LLI_BENCH_DUMMY=
+fi
+
+for type in $QUANT; do
+  QCKPT="$CKPT-$type"
+  if [[ ! -f "$QCKPT/config.json" ]]; then
+    echo "== lli-quantize $CKPT -> $QCKPT ($type)" | tee "$OUT/quantize-$type.txt"
+    /usr/bin/time -v "$BUILD_DIR/tools/lli-quantize" "$CKPT" "$QCKPT" --type "$type" --json 2>&1 |
+      grep -E '^\{|lli-quantize:|Elapsed|Maximum resident' | tee -a "$OUT/quantize-$type.txt"
+  fi
+  echo "== $type: bench_llava $QCKPT --weights copy --fast-bf16 on --skip-gemv --skip-vision" | tee "$OUT/$type.txt"
+  "$BUILD_DIR/bench/bench_llava" "$QCKPT" --threads "$threads" --repeat "$REPEAT" --decode-tokens "$DECODE" \
+    --weights copy --fast-bf16 on --skip-gemv --skip-vision "$@" 2>&1 | tee -a "$OUT/$type.txt"
+done
+[[ ${LLI_BENCH_BF16:-1} != 0 ]] || exit 0
 
 # Side by side: each metric of the two runs (matched by name and occurrence).
-echo "== summary ($OUT/summary.txt): default malloc | GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+echo "== summary ($OUT/summary.txt): --weights mmap | --weights copy"
 awk '
   function key(line) { match(line, /: +-?[0-9.]+/); return substr(line, 1, RSTART - 1) }
   function val(line,   v) { match(line, /: +-?[0-9.]+/); v = substr(line, RSTART + 1); sub(/^ +/, "", v); return v }
@@ -54,4 +76,4 @@ awk '
     if (FILENAME == ARGV[1]) { order[++m] = id; name[id] = k; a[id] = val($0) } else { b[id] = val($0); if (!(id in a)) { order[++m] = id; name[id] = k } }
   }
   END { for (i = 1; i <= m; ++i) { id = order[i]; printf "%-62s %-22s | %s\n", name[id] ":", a[id], b[id] } }
-' "$OUT/default-malloc.txt" "$OUT/hugetlb.txt" | tee "$OUT/summary.txt"
+' "$OUT/mmap.txt" "$OUT/copy.txt" | tee "$OUT/summary.txt"

@@ -151,16 +151,15 @@ struct Mapping {
     live_mappings()[reinterpret_cast<std::uintptr_t>(base)] = size;
   }
   ~Mapping() {
-    if (region) {
-      ::munmap(region, region_size);
-      return;
-    }
     if (!base) return;
     {
       std::lock_guard<std::mutex> lock(mappings_mutex());
       live_mappings().erase(reinterpret_cast<std::uintptr_t>(base));
     }
-    ::munmap(base, size);
+    if (region)
+      ::munmap(region, region_size);
+    else
+      ::munmap(base, size);
   }
 };
 
@@ -229,6 +228,7 @@ std::shared_ptr<Mapping> anonymous_region(std::size_t n, const std::string& file
 #ifdef MADV_HUGEPAGE
   ::madvise(m->base, n, MADV_HUGEPAGE);
 #endif
+  m->track();
   return m;
 }
 
@@ -247,7 +247,8 @@ void copy_entries(int fd, const std::string& file, std::uint64_t data_start, std
   std::size_t total = 0;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     auto& e = entries[i];
-    if (opts.float_dtype && is_floating(e.src_dtype) && e.src_dtype != *opts.float_dtype) {
+    if (opts.float_dtype && is_floating(e.src_dtype) && e.src_dtype != *opts.float_dtype &&
+        (!opts.convert || opts.convert(e.ref->name))) {
       e.ref->dtype = *opts.float_dtype;
       e.ref->nbytes = static_cast<std::size_t>(e.src_bytes / dtype_size(e.src_dtype) * dtype_size(e.ref->dtype));
     }

@@ -241,7 +241,8 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& embeds, KVCache
   if (last_only) h = h.narrow(1, L - 1, 1);
   h = model->norm(h);
   nn::tap_if(tap, "text.hidden_state", cfg.num_hidden_layers, h);
-  return nn::linear(h, output_weight()).to(torch::kFloat32);  // [B, L or 1, V]
+  auto logits = lm_head ? lm_head->forward(h) : nn::linear(h, output_weight());  // lm_head may be quantized
+  return logits.to(torch::kFloat32);                                                // [B, L or 1, V]
 }
 
 }  // namespace lli::models

@@ -115,7 +115,9 @@ struct LlamaForCausalLMImpl : torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> rotary(std::int64_t start, std::int64_t n, torch::Dtype dtype,
                                                  torch::Device device) const;
 
-  const torch::Tensor& output_weight() const;  // lm_head.weight or the tied embed_tokens.weight
+  // lm_head.weight or the tied embed_tokens.weight (a quantized lm_head's is a zero-stride view:
+  // compute through lm_head->forward).
+  const torch::Tensor& output_weight() const;
 
   LlamaConfig cfg;
   LlamaModel model{nullptr};

@@ -10,6 +10,7 @@
 #include "lli/log.h"
 #include "lli/safetensors.h"
 #include "lli/tensor_io.h"
+#include "nn/quant_linear.h"
 
 namespace lli::models {
 
@@ -188,7 +189,10 @@ Llava load_llava(const std::filesystem::path& dir, const LlavaLoadOptions& opts)
 
   st::OpenOptions oo;
   oo.residency = opts.device.is_cpu() ? opts.weights : st::Residency::mmap;
-  if (oo.residency == st::Residency::copy) oo.float_dtype = to_st_dtype(opts.dtype);
+  if (oo.residency == st::Residency::copy) {
+    oo.float_dtype = to_st_dtype(opts.dtype);
+    oo.convert = [](const std::string& name) { return !nn::is_quant_array_name(name); };
+  }
   oo.progress = opts.progress;
   auto ckpt = st::Checkpoint::open(dir, "model", oo);
   TensorMap tensors = load_tensors(ckpt);
@@ -210,11 +214,35 @@ Llava load_llava(const std::filesystem::path& dir, const LlavaLoadOptions& opts)
   bo.dtype = opts.dtype;
   bo.device = opts.device;
   bo.source = ckpt.source();
+  // Quantized linears (lli-quantize): attached as they are, on the CPU.
+  const auto meta = ckpt.metadata().find(nn::kQuantMetadataKey);
+  const std::string format = meta == ckpt.metadata().end() ? "" : meta->second;
+  if (!opts.device.is_cpu() && !format.empty())
+    throw ModelError(ckpt.source() + ": a " + format + " checkpoint runs on the CPU only");
+  bo.optional_keys = nn::attach_quantized_linears(*model, tensors, "", format, ckpt.source(), opts.dtype);
   bind_weights(*model, tensors, bo);
+  if (opts.quantize && bo.optional_keys.empty()) {
+    if (!opts.device.is_cpu()) throw ModelError("--quantize: quantized weights run on the CPU only");
+    const double t0 = now_ms();
+    const auto r = nn::quantize_linears(*model, *opts.quantize, llava_quantizable);
+    log_info("quantized {} linears to {}: {:.2f} -> {:.2f} GB in {:.1f} s", r.linears,
+             nn::quant::qtype_name(*opts.quantize), r.float_bytes / 1e9, r.quant_bytes / 1e9,
+             (now_ms() - t0) / 1000.0);
+  }
   log_debug("loaded LLaVA from {}: vision {}x{} L{} D{}, text L{} D{} H{}/{} V{}", dir.string(), cfg.vision.image_size,
             cfg.vision.image_size, cfg.vision.num_hidden_layers, cfg.vision.hidden_size, cfg.text.num_hidden_layers,
             cfg.text.hidden_size, cfg.text.num_attention_heads, cfg.text.num_key_value_heads, cfg.text.vocab_size);
   return model;
+}
+
+bool llava_quantizable(const std::string& module_name) { return module_name.rfind("language_model.", 0) == 0; }
+
+std::string llava_weight_format(const LlavaImpl& model) {
+  for (const auto& item : model.named_modules("", false))
+    if (auto* l = dynamic_cast<const nn::LinearImpl*>(item.value().get()))
+      if (l->qweight && llava_quantizable(item.key())) return nn::quant::qtype_name(l->qweight->type);
+  const auto t = model.language_model->model->embed_tokens->weight.scalar_type();
+  return t == torch::kBFloat16 ? "bf16" : t == torch::kHalf ? "f16" : "f32";
 }
 
 torch::Tensor expand_image_tokens(const torch::Tensor& ids, std::int64_t image_token, std::int64_t n) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "models/llama.h"
 #include "models/llava_projector.h"
 #include "nn/activation.h"
+#include "nn/quant_kernels.h"
 #include "nn/tap.h"
 
 namespace lli::models {
@@ -96,7 +98,17 @@ struct LlavaLoadOptions {
   // every tensor is read into huge-page anonymous memory, converted to `dtype` on the way.
   st::Residency weights = st::Residency::mmap;
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;  // copy: bytes read
+  // Quantize the language model's linears (decoder layers and lm_head) at load; a checkpoint that
+  // is already quantized (lli-quantize) is used as it is.
+  std::optional<nn::quant::QType> quantize;
 };
+
+// What a loaded LLaVA's language-model linears hold: "f32"/"bf16"/"f16", or "q8_0"/"q4_k".
+std::string llava_weight_format(const LlavaImpl& model);
+
+// The linears lli quantizes in a LLaVA checkpoint (module names under LlavaImpl): the language
+// model's (decoder layers' projections and lm_head).
+bool llava_quantizable(const std::string& module_name);
 
 // Loads <dir>/config.json and the checkpoint (model.safetensors or sharded with
 // model.safetensors.index.json), strictly: every missing/unexpected key and shape mismatch is

@@ -1,8 +1,8 @@
 #include "nn/layers.h"
 
 #include "nn/group_norm_bf16.h"
-
 #include "nn/linear_bf16.h"
+#include "nn/quant_linear.h"
 
 namespace lli::nn {
 
@@ -15,6 +15,7 @@ LinearImpl::LinearImpl(std::int64_t in, std::int64_t out, bool has_bias) {
   if (has_bias) bias = register_parameter("bias", placeholder({out}), /*requires_grad=*/false);
 }
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  if (qweight) return quant_linear(x, *qweight, bias);
   // bf16 with few rows (decoding): the memory-bound GEMV kernel; everything else: torch::linear.
   return nn::linear(x, weight, bias);
 }

@@ -7,9 +7,12 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace lli::nn {
+
+struct QuantWeight;  // nn/quant_linear.h
 
 // Identity placeholder so that Sequential / ModuleList indices line up with checkpoint keys.
 struct IdentityImpl : torch::nn::Module {
@@ -21,8 +24,11 @@ struct LinearImpl : torch::nn::Module {
   LinearImpl(std::int64_t in, std::int64_t out, bool bias = true);
   // x: [..., in] -> [..., out]
   torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor weight;  // [out, in]
+  torch::Tensor weight;  // [out, in]; with qweight: a zero-stride view of zeros of that shape
   torch::Tensor bias;    // [out] or undefined
+  std::shared_ptr<const QuantWeight> qweight;  // set: the weight is quantized (q8_0 / q4_k)
+  std::int64_t in_features() const { return weight.size(1); }
+  std::int64_t out_features() const { return weight.size(0); }
 };
 TORCH_MODULE(Linear);
 

@@ -3,6 +3,7 @@ list(APPEND LLI_TORCH_SOURCES
   nn/attention.cpp
   nn/clip_layer.cpp
   nn/linear_bf16.cpp
+  nn/quant_linear.cpp
   nn/attention_bf16.cpp
   nn/group_norm_bf16.cpp
   nn/transpose_copy.cpp

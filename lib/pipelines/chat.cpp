@@ -19,6 +19,7 @@
 #include "lli/safetensors.h"
 #include "lli/tensor_io.h"
 #include "models/llava.h"
+#include "nn/quant_linear.h"
 #include "models/llava_preprocess.h"
 #include "sampling/sampler.h"
 #include "text/llama_tokenizer.h"
@@ -177,7 +178,9 @@ struct ChatSession::Impl {
   // every parameter touches one page of each): the model and the image (pixels + aspect mode).
   mutable std::string fingerprint;
   const std::string& model_hash() const {
-    if (fingerprint.empty()) fingerprint = model_fingerprint(dir, *model, dtype_choice_name(dtype_choice));
+    if (fingerprint.empty())
+      fingerprint = model_fingerprint(dir, *model, std::string(dtype_choice_name(dtype_choice)) + " " +
+                                                       m::llava_weight_format(*model));
     return fingerprint;
   }
   mutable std::string image_sha;
@@ -226,10 +229,19 @@ std::uint64_t converted_weight_bytes(const fs::path& dir, torch::ScalarType dtyp
 }
 
 // --weights auto: copy when the weights fit into the memory left with a margin for the KV cache,
-// activations and the rest of the system (1 GiB + 25 % of the weights).
-st::Residency resolve_weights(WeightsChoice w, const fs::path& dir, torch::ScalarType dtype, const DeviceChoice& dev) {
+// activations and the rest of the system (1 GiB + 25 % of the weights). Quantizing at load reads
+// the float weights once: they stay mapped (the quantized ones live in huge-page memory anyway).
+st::Residency resolve_weights(WeightsChoice w, const fs::path& dir, torch::ScalarType dtype, const DeviceChoice& dev,
+                              bool quantize_at_load) {
   if (dev.cuda || w == WeightsChoice::mmap) return st::Residency::mmap;
   if (w == WeightsChoice::copy) return st::Residency::copy;
+  if (quantize_at_load) {
+    const auto ckpt = st::Checkpoint::open(dir);
+    if (!ckpt.metadata().count(nn::kQuantMetadataKey)) {
+      log_info("weights: mmap (quantized at load; --weights copy reads them into memory first)");
+      return st::Residency::mmap;
+    }
+  }
   const std::uint64_t need = converted_weight_bytes(dir, dtype);
   const std::uint64_t avail = available_memory_bytes();
   const bool fits = avail > 0 && need + need / 4 + (std::uint64_t(1) << 30) <= avail;
@@ -260,7 +272,14 @@ ChatSession ChatSession::load(const fs::path& dir, const ChatOptions& opts) {
   impl->tok = text::LlamaTokenizer::load(dir);  // cheap checks first: a bad directory fails fast
   impl->image_tokens = text::ImageTokenConfig::load(dir);
   impl->processor = m::load_image_processor_config(dir);
-  lo.weights = resolve_weights(opts.weights, dir, lo.dtype, opts.device);
+  if (!opts.quantize.empty()) {
+    nn::quant::QType q;
+    if (!nn::quant::parse_qtype(opts.quantize, &q))
+      throw UsageError("--quantize: expected q8_0 or q4_k, got \"" + opts.quantize + "\"");
+    if (opts.device.cuda) throw UsageError("--quantize: quantized weights run on the CPU only (--device cpu)");
+    lo.quantize = q;
+  }
+  lo.weights = resolve_weights(opts.weights, dir, lo.dtype, opts.device, lo.quantize.has_value());
   impl->weights = lo.weights;
   std::unique_ptr<Progress> bar;
   if (lo.weights == st::Residency::copy)
@@ -411,7 +430,7 @@ double ChatSession::load_ms() const { return impl_->load_ms; }
 std::int64_t ChatSession::context_length() const { return impl_->model->cfg.text.max_position_embeddings; }
 std::string ChatSession::dtype_name() const { return dtype_choice_name(impl_->dtype_choice); }
 std::string ChatSession::weights_name() const { return st::residency_name(impl_->weights); }
-std::string ChatSession::weight_format() const { return dtype_name(); }
+std::string ChatSession::weight_format() const { return m::llava_weight_format(*impl_->model); }
 std::string ChatSession::device_name() const { return impl_->device_choice.str(); }
 
 ChatAnswer ChatSession::ask(const std::string& question_in, const SamplerConfig& cfg,

@@ -43,6 +43,7 @@ WeightsChoice parse_weights_choice(const std::string& s);
 struct ChatOptions {
   DeviceChoice device;                          // cpu (default) or cuda[:N]
   WeightsChoice weights = WeightsChoice::automatic;
+  std::string quantize;  // "q8_0" / "q4_k": quantize the language model at load ("" = no)
   DTypeChoice dtype = DTypeChoice::automatic;   // resolved with resolve_dtype()
   ChatImageAspect image_aspect = ChatImageAspect::crop;
   text::ChatStyle style = text::ChatStyle::llava_v1;

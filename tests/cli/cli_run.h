@@ -26,10 +26,10 @@ inline std::string bin(const std::string& tool) { return (std::filesystem::path(
 
 // Runs `cmd` with bash in the temp dir `t`, stdin from `stdin_file` (default /dev/null), with
 // LLI_CONFIG set to the source tree's models.yaml. Tool names (lli-segment, lli-edit, lli-chat,
-// lli-generate) at the start of a word are replaced by their built paths.
+// lli-generate, lli-quantize) at the start of a word are replaced by their built paths.
 inline Run run(const std::string& cmd, const TempDir& t, const std::string& stdin_file = "") {
   std::string c = " " + cmd + " ";
-  for (const char* tool : {"lli-segment", "lli-edit", "lli-chat", "lli-generate"}) {
+  for (const char* tool : {"lli-segment", "lli-edit", "lli-chat", "lli-generate", "lli-quantize"}) {
     for (const char* before : {" ", "|", "(", "\""}) {
       const std::string from = std::string(before) + tool + " ";
       const std::string to = std::string(before) + bin(tool) + " ";

@@ -375,3 +375,51 @@ TEST_CASE("cli chat: --prompt-cache reuses the image tokens with the same answer
   Run r5 = run("lli-chat " + model_flag() + " -i '" + t.path.string() + "' 'x' --prompt-cache " + cache, t);
   CHECK(r5.code == 2);
 }
+
+TEST_CASE("cli quantize: lli-quantize writes a checkpoint that lli-chat loads, equal to --quantize at load") {
+  TempDir t;
+  for (const char* type : {"q8_0", "q4_k"}) {
+    CAPTURE(type);
+    const fs::path out = t.path / (std::string("llava-") + type);
+    Run q = run("lli-quantize '" + llava_dir().string() + "' '" + out.string() + "' --type " + type + " --json", t);
+    REQUIRE_MESSAGE(q.code == 0, q.err);
+    json j = json::parse(q.out);
+    CHECK(j["type"] == type);
+    CHECK(j["linears"] == 22);  // 3 layers x 7 projections + lm_head
+    CHECK(j["bytes_out"].get<double>() < j["bytes_in"].get<double>());
+    for (const char* f : {"config.json", "tokenizer.model", "preprocessor_config.json", "model.safetensors.index.json"})
+      CHECK_MESSAGE(fs::exists(out / f), f);
+    CHECK(no_temp_files(t.path));
+    CHECK_FALSE(fs::exists(out.string() + ".tmp-lli-quantize"));
+    // The written checkpoint and quantizing at load give the same tokens; --json names the format.
+    Run a = run("lli-chat -m '" + out.string() + "' -i " + fixture_image() + " 'What is shown?' --json" + kGreedy, t);
+    Run b = run("lli-chat " + model_flag() + " -i " + fixture_image() + " 'What is shown?' --json --quantize " + type +
+                    kGreedy,
+                t);
+    REQUIRE_MESSAGE(a.code == 0, a.err);
+    REQUIRE_MESSAGE(b.code == 0, b.err);
+    json ja = json::parse(a.out), jb = json::parse(b.out);
+    CHECK(ja["tokens"] == jb["tokens"]);
+    CHECK(ja["weights"]["format"] == type);
+    CHECK(jb["weights"]["format"] == type);
+    // Refusals: the output exists, the output is the input, the input is already quantized.
+    Run again = run("lli-quantize '" + llava_dir().string() + "' '" + out.string() + "' --type " + type, t);
+    CHECK(again.code == 2);
+    CHECK_MESSAGE(again.err.find("--overwrite") != std::string::npos, again.err);
+    Run same = run("lli-quantize '" + out.string() + "' '" + out.string() + "' --type q8_0 --overwrite", t);
+    CHECK(same.code == 2);
+    CHECK_MESSAGE(same.err.find("IN_DIR") != std::string::npos, same.err);
+    Run twice = run("lli-quantize '" + out.string() + "' '" + (t.path / "x").string() + "' --type q8_0", t);
+    CHECK(twice.code == 3);
+    CHECK_MESSAGE(twice.err.find("already quantized") != std::string::npos, twice.err);
+    CHECK(count_lines(twice.err) == 1);
+  }
+  Run over = run("lli-quantize '" + llava_dir().string() + "' '" + (t.path / "llava-q8_0").string() +
+                     "' --type q4_k --overwrite --json",
+                 t);
+  REQUIRE_MESSAGE(over.code == 0, over.err);
+  CHECK(json::parse(over.out)["type"] == "q4_k");
+  Run bad = run("lli-quantize '" + llava_dir().string() + "' '" + (t.path / "y").string() + "' --type q5", t);
+  CHECK(bad.code == 2);
+  CHECK_FALSE(fs::exists(t.path / "y"));
+}

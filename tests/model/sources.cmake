@@ -14,4 +14,5 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_lama.cpp
   model/test_load_checks.cpp
   model/test_runtime_memory.cpp
-  model/test_fft_nhwc.cpp)
+  model/test_fft_nhwc.cpp
+  model/test_quant.cpp)

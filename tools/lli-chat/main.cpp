@@ -33,6 +33,7 @@ Examples:
   lli-chat -i photo.jpg "what color is the car?" --prompt-cache photo.kv   # later questions on photo.jpg
                                               # reuse its prefilled image tokens from photo.kv
   lli-chat -i photo.jpg "describe it" --weights mmap   # instant load (weights stay in the page cache)
+  lli-chat -i photo.jpg "describe it" --quantize q4_k  # 4-bit weights: ~3x faster decoding
 Interactive mode starts when there is no question and stdin is a terminal (--interactive forces it,
 reading questions and /commands line by line from stdin).
 Defaults (temperature 0.2, top-p 0.7, top-k 50, max-new-tokens 512) come from models.yaml tools.lli-chat.
@@ -43,7 +44,7 @@ const char* kInteractiveHelp =
     "(the conversation as JSON), /quit (or end of input); anything else is a question";
 
 struct ChatFlags {
-  std::string question, system, image_aspect, prompt_cache, weights = "auto";
+  std::string question, system, image_aspect, prompt_cache, weights = "auto", quantize;
   bool interactive = false;
   SamplerConfig sampler;
   CLI::Option *temperature = nullptr, *top_p = nullptr, *top_k = nullptr, *repetition_penalty = nullptr,
@@ -92,6 +93,7 @@ pipelines::ChatOptions chat_options(const CommonOptions& o, const ChatFlags& f) 
       f.aspect_opt->count() ? f.image_aspect : reg.tool_string("lli-chat", "image_aspect", "crop"));
   co.system = f.system_opt->count() ? f.system : reg.tool_string("lli-chat", "system", "");
   co.weights = pipelines::parse_weights_choice(f.weights);
+  co.quantize = f.quantize;
   return co;
 }
 
@@ -302,6 +304,10 @@ int main(int argc, char** argv) {
                  "into huge-page memory: a few seconds to load, faster prefill and decoding), auto (copy when "
                  "the memory allows; default)")
       ->check(CLI::IsMember({"auto", "mmap", "copy"}));
+  app.add_option("--quantize", f.quantize,
+                 "Quantize the language model at load: q8_0 (8.5 bits/weight) or q4_k (4.5 bits/weight); faster "
+                 "decoding, slightly different answers. lli-quantize writes such a checkpoint once")
+      ->check(CLI::IsMember({"q8_0", "q4_k"}));
   app.add_flag("--interactive", f.interactive,
                "Chat in a loop: questions and /commands line by line from stdin, even when it is not a terminal");
 

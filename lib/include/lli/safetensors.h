@@ -52,6 +52,8 @@ struct OpenOptions {
   // copy only: F16/BF16/F32/F64 tensors are stored converted to this dtype (F32, BF16 or F16);
   // none = as in the file. Integer and BOOL tensors are never converted.
   std::optional<DType> float_dtype;
+  // copy only: which floating tensors float_dtype applies to (by name; unset = all).
+  std::function<bool(const std::string& name)> convert;
   int threads = 0;  // copy only: parallel readers (0 = number of cores)
   // copy only: called from the opening thread with bytes read so far and the total of the data
   // sections of every file of the checkpoint.
@@ -62,8 +64,8 @@ struct OpenOptions {
 // mapping: for a tensor that was converted or copied at load (its mapped bytes are never read
 // again), so peak RSS is the converted weights, not converted weights + file. Whole pages only (a
 // page shared with a neighbouring tensor stays); the file's pages stay in the page cache, and a
-// later read faults them back in unchanged. No-op for any other memory (a `copy` checkpoint's
-// memory included: it has no file behind it).
+// later read faults them back in unchanged. A `copy` checkpoint's pages are freed (they read as
+// zeros afterwards: only for tensors that nothing reads again). No-op for any other memory.
 void release_mapped_pages(const void* p, std::size_t n);
 
 // One .safetensors file.
