@@ -677,6 +677,9 @@ void run(const Options& o) {
     std::vector<std::vector<double>> per_run(nm), steps(nm);
     std::vector<long> faults(nm, 0);
     std::vector<std::vector<std::int64_t>> first_ids(nm);
+    std::vector<double> bw_near;  // the read probe right after each decode run: the host's
+                                  // bandwidth drifts by 30 % within a run, so each run is compared
+                                  // with what the machine gave at that time
     for (int r = 0; r < o.repeat; ++r)
       for (std::size_t m = 0; m < nm; ++m) {
         set_mode(modes[m]);
@@ -684,12 +687,14 @@ void run(const Options& o) {
         const auto f0 = faults_now();
         auto run = decode(*model, cache, last_logits, o.decode_tokens);
         faults[m] += faults_now().minor - f0.minor;
+        bw_near.push_back(measure_read_bandwidth(5));
         double sum = 0;
         for (double x : run.step_s) sum += x;
         per_run[m].push_back(sum / static_cast<double>(run.step_s.size()));
         steps[m].insert(steps[m].end(), run.step_s.begin(), run.step_s.end());
         if (r == 0) first_ids[m] = run.ids;
       }
+    metric("memory read bandwidth between the decode runs (median)", median(bw_near), "GB/s");
     for (std::size_t m = 0; m < nm; ++m) {
       const double tok_s = 1.0 / minimum(per_run[m]);
       decode_best[m] = tok_s;
@@ -698,6 +703,8 @@ void run(const Options& o) {
       metric("  median step", median(steps[m]) * 1e3, "ms");
       metric("  effective read rate (best run)", bytes_per_token * tok_s / 1e9, "GB/s");
       metric("  fraction of the bandwidth bound", bytes_per_token * tok_s / (bw * 1e9), "");
+      metric("  fraction of the read bandwidth measured between the decode runs (median)",
+             bytes_per_token * tok_s / (median(bw_near) * 1e9), "");
       metric("  page faults per token", static_cast<double>(faults[m]) / steps[m].size(), "");
       std::string s;
       for (std::size_t i = 0; i < std::min<std::size_t>(8, first_ids[m].size()); ++i)

@@ -7,14 +7,15 @@
 #
 #   scripts/bench_llava.sh [CHECKPOINT_DIR] [-- extra bench_llava flags]
 #
-# Then, for each type in LLI_BENCH_QUANT (default "q8_0 q4_k"; empty: none), lli-quantize writes
-# CHECKPOINT_DIR-<type> (timed, peak RSS recorded; kept for later runs) and bench_llava measures
-# prefill and decode on it (--weights copy, lli's kernels), for the same-run ratios to bf16.
+# Then the weight formats side by side (LLI_BENCH_FORMATS, default "bf16 q8_0 q4_k"; empty: none):
+# for q8_0 / q4_k, lli-quantize first writes CHECKPOINT_DIR-<type> when it is missing (timed, peak
+# RSS recorded; kept for later runs); each format then gets the same bench_llava run (--weights
+# copy, lli's kernels, no vision / GEMV parts): prefill and decode, for the same-run ratios.
 #
 # Environment: LLI_BUILD_DIR (default build), LLI_BENCH_DATA (default /work/bench-data),
 # LLI_BENCH_OUT (directory for the logs; default $LLI_BENCH_DATA/results/llava-<date>), LLI_BENCH_REPEAT (3),
-# LLI_BENCH_DECODE (64 tokens), LLI_BENCH_QUANT ("q8_0 q4_k"), LLI_BENCH_BF16 (1; 0 skips the
-# mmap/copy bf16 runs).
+# LLI_BENCH_DECODE (64 tokens), LLI_BENCH_FORMATS ("bf16 q8_0 q4_k"), LLI_BENCH_BF16 (1; 0 skips
+# the full mmap/copy bf16 runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${LLI_BUILD_DIR:-build}
@@ -45,7 +46,7 @@ run() {  # name, env..., -- flags
     --decode-tokens "$DECODE" "${EXTRA[@]}" 2>&1 | tee -a "$OUT/$name.txt"
   echo "== load after $name: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/$name.txt"
 }
-QUANT=${LLI_BENCH_QUANT-q8_0 q4_k}
+FORMATS=${LLI_BENCH_FORMATS-bf16 q8_0 q4_k}
 if [[ ${LLI_BENCH_BF16:-1} != 0 ]]; then
 EXTRA=(--weights mmap "$@")
 run mmap LLI_BENCH_DUMMY=
@@ -53,16 +54,21 @@ EXTRA=(--weights copy "$@")
 run copy LLI_BENCH_DUMMY=
 fi
 
-for type in $QUANT; do
+for type in $FORMATS; do
+  [[ $type == bf16 ]] && continue
   QCKPT="$CKPT-$type"
   if [[ ! -f "$QCKPT/config.json" ]]; then
     echo "== lli-quantize $CKPT -> $QCKPT ($type)" | tee "$OUT/quantize-$type.txt"
     /usr/bin/time -v "$BUILD_DIR/tools/lli-quantize" "$CKPT" "$QCKPT" --type "$type" --json 2>&1 |
       grep -E '^\{|lli-quantize:|Elapsed|Maximum resident' | tee -a "$OUT/quantize-$type.txt"
   fi
-  echo "== $type: bench_llava $QCKPT --weights copy --fast-bf16 on --skip-gemv --skip-vision" | tee "$OUT/$type.txt"
+done
+for type in $FORMATS; do
+  QCKPT="$CKPT-$type"
+  [[ $type == bf16 ]] && QCKPT="$CKPT"
+  echo "== format $type: bench_llava $QCKPT --weights copy --fast-bf16 on --skip-gemv --skip-vision" | tee "$OUT/format-$type.txt"
   "$BUILD_DIR/bench/bench_llava" "$QCKPT" --threads "$threads" --repeat "$REPEAT" --decode-tokens "$DECODE" \
-    --weights copy --fast-bf16 on --skip-gemv --skip-vision "$@" 2>&1 | tee -a "$OUT/$type.txt"
+    --weights copy --fast-bf16 on --skip-gemv --skip-vision "$@" 2>&1 | tee -a "$OUT/format-$type.txt"
 done
 [[ ${LLI_BENCH_BF16:-1} != 0 ]] || exit 0
 

@@ -234,7 +234,7 @@ TEST_CASE("quant: every kernel equals the reference on odd shapes and row ranges
         for (std::int64_t M : {1, 2, 5}) {
           const auto w = normal(N * K, static_cast<unsigned>(7 + K + N), 0.02f);
           auto xv = normal(M * K, static_cast<unsigned>(11 + K + M));
-          if (K > 32) xv[K + 33] = 40.0f;  // an outlier in row 1's second block (when there is a row 1)
+          if (K > 32 && M > 1) xv[K + 33] = 40.0f;  // an outlier in row 1's second block (when there is a row 1)
           const Owned q = quantize(t, w, N, K);
           QActs x;
           quantize_acts(xv.data(), M, K, K, &x);
