@@ -219,8 +219,7 @@ WeightsChoice parse_weights_choice(const std::string& s) {
 namespace {
 
 // Bytes the weights occupy once converted to `dtype` (headers only: nothing is read).
-std::uint64_t converted_weight_bytes(const fs::path& dir, torch::ScalarType dtype) {
-  const auto ckpt = st::Checkpoint::open(dir);
+std::uint64_t converted_weight_bytes(const st::Checkpoint& ckpt, torch::ScalarType dtype) {
   const auto to = to_st_dtype(dtype);
   std::uint64_t n = 0;
   for (const auto& [name, ref] : ckpt.all())
@@ -235,14 +234,12 @@ st::Residency resolve_weights(WeightsChoice w, const fs::path& dir, torch::Scala
                               bool quantize_at_load) {
   if (dev.cuda || w == WeightsChoice::mmap) return st::Residency::mmap;
   if (w == WeightsChoice::copy) return st::Residency::copy;
-  if (quantize_at_load) {
-    const auto ckpt = st::Checkpoint::open(dir);
-    if (!ckpt.metadata().count(nn::kQuantMetadataKey)) {
-      log_info("weights: mmap (quantized at load; --weights copy reads them into memory first)");
-      return st::Residency::mmap;
-    }
+  const auto ckpt = st::Checkpoint::open(dir);  // headers only
+  if (quantize_at_load && !ckpt.metadata().count(nn::kQuantMetadataKey)) {
+    log_info("weights: mmap (quantized at load; --weights copy reads them into memory first)");
+    return st::Residency::mmap;
   }
-  const std::uint64_t need = converted_weight_bytes(dir, dtype);
+  const std::uint64_t need = converted_weight_bytes(ckpt, dtype);
   const std::uint64_t avail = available_memory_bytes();
   const bool fits = avail > 0 && need + need / 4 + (std::uint64_t(1) << 30) <= avail;
   log_info("weights: {} ({:.1f} GB of weights, {:.1f} GB of memory available; --weights mmap|copy chooses)",
