@@ -3,11 +3,10 @@
 # what is missing (no network access is needed when everything is there).
 set -euo pipefail
 PKGS=(
-  build-essential cmake pkg-config
+  build-essential cmake
   libtorch-dev            # libtorch 1.13 (CPU)
   libopenblas0-pthread    # fast fp32 BLAS for libtorch (else the reference BLAS: ~10x slower)
   libopencv-dev libcli11-dev libfmt-dev libyaml-cpp-dev doctest-dev nlohmann-json3-dev
-  libsentencepiece-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,15 +1,29 @@
-// SentencePiece, loaded through a small shim library with dlopen(RTLD_LOCAL | RTLD_DEEPBIND).
+// SentencePiece inside lli: reads tokenizer.model (text/sentencepiece_model.h) and encodes and
+// decodes as libsentencepiece 0.1.97 does, without libsentencepiece or a protobuf library.
 //
-// Why: Debian's libsentencepiece embeds its own protobuf-lite 3.14 and exports its symbols;
-// libtorch links the system libprotobuf 3.21. Linking both into one executable crashes at start-up
-// (libprotobuf's static initialisers bind to sentencepiece's copies) - measured: segfault in
-// ReflectionOps::FindInitializationErrors before main. Linking libprotobuf first instead aborts with
-// "compiled against 3.14.0 ... not compatible with 3.21.12". So libsentencepiece is never linked
-// into lli's executables: liblli_spm.so (lib/text/spm_shim/) links it, exports a C API, and is
-// opened with RTLD_LOCAL|RTLD_DEEPBIND so its protobuf symbols stay private.
+// Ref: google/sentencepiece src/normalizer.cc, bpe_model.cc, unigram_model.cc (EncodeOptimized),
+//      model_interface.cc, sentencepiece_processor.cc (Encode, Decode).
 //
-// The shim is looked up in: $LLI_SPM_SHIM, the executable's directory, <exe>/../lib/lli,
-// the install libdir (LLI_INSTALL_LIBDIR), the build tree (LLI_BUILD_SHIM_DIR).
+// Encoding = normalize, segment, then post-process:
+//   normalize: user-defined pieces are kept verbatim (longest match); otherwise the longest rule
+//     of the precompiled charsmap (a darts-clone double array) replaces the input, or one UTF-8
+//     character is copied (a malformed byte becomes U+FFFD); remove_extra_whitespaces drops
+//     leading, trailing and repeated spaces; escape_whitespaces writes " " as "▁" (U+2581);
+//     add_dummy_prefix puts one "▁" in front (behind, with treat_whitespace_as_suffix).
+//   BPE (LLaMA): the whole normalized text starts as characters (user-defined pieces frozen) and
+//     the adjacent pair whose concatenation is the highest-scoring piece is merged first (the
+//     leftmost on a tie) until no pair is a piece; UNUSED pieces are split back into the pieces
+//     they were merged from.
+//   unigram: Viterbi over every piece that matches at each character (float scores summed;
+//     user-defined pieces score length * max_score - 0.1, a character no piece covers is <unk>
+//     with min_score - 10).
+//   post-process: with byte_fallback an unknown piece becomes its UTF-8 bytes as <0xNN> pieces;
+//     without, consecutive unknown pieces are merged into one.
+// Decoding: control pieces vanish, <unk> is trainer_spec.unk_surface (" ⁇ "), a run of byte
+// pieces is decoded as UTF-8 (each malformed byte = U+FFFD), "▁" becomes " ", and the first
+// piece's leading "▁" is dropped when add_dummy_prefix or remove_extra_whitespaces is set.
+//
+// Model types WORD and CHAR are refused (no known checkpoint uses them with lli).
 // Torch-free.
 #pragma once
 
@@ -22,10 +36,14 @@ namespace lli::text {
 
 class SentencePiece {
  public:
-  // Loads a SentencePiece model file. `add_dummy_prefix`: when false, the model's
-  // normalizer_spec.add_dummy_prefix is switched off before loading (what transformers'
-  // LlamaTokenizer does with legacy=false). ModelError naming the file on failure.
+  // Loads a SentencePiece model file (at most 256 MiB). `add_dummy_prefix`: when false, the
+  // model's normalizer_spec.add_dummy_prefix is switched off (what transformers' LlamaTokenizer
+  // does with legacy=false). ModelError naming the file on any malformed or inconsistent model:
+  // wire-format errors, no <unk> or two, an empty or duplicate piece, byte pieces without
+  // byte_fallback or byte_fallback without all 256, a broken charsmap, a failed self-test.
   static SentencePiece load(const std::string& model_path, bool add_dummy_prefix = true);
+  // The same from the file's bytes; `source` names it in messages.
+  static SentencePiece from_bytes(std::string_view bytes, const std::string& source, bool add_dummy_prefix = true);
 
   SentencePiece(SentencePiece&&) noexcept;
   SentencePiece& operator=(SentencePiece&&) noexcept;
@@ -33,11 +51,12 @@ class SentencePiece {
 
   std::vector<int> encode_ids(std::string_view text) const;
   std::vector<std::string> encode_pieces(std::string_view text) const;
+  // Ids outside [0, piece_size()) are skipped.
   std::string decode_ids(const std::vector<int>& ids) const;
   std::string decode_pieces(const std::vector<std::string>& pieces) const;
 
   int piece_size() const;
-  std::string id_to_piece(int id) const;
+  std::string id_to_piece(int id) const;  // "" outside [0, piece_size())
   int piece_to_id(std::string_view piece) const;  // unk_id() when absent
   float score(int id) const;
   bool is_unknown(int id) const;
@@ -45,17 +64,15 @@ class SentencePiece {
   bool is_unused(int id) const;
   bool is_byte(int id) const;
   int unk_id() const;
-  int bos_id() const;
+  int bos_id() const;  // -1 when the model has no such control piece
   int eos_id() const;
   int pad_id() const;
 
-  struct Api;  // the shim's C functions (sentencepiece.cpp)
+  struct Impl;  // sentencepiece.cpp
 
  private:
-  SentencePiece() = default;
-  const Api* api_ = nullptr;
-  void* handle_ = nullptr;
-  std::string path_;
+  explicit SentencePiece(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace lli::text

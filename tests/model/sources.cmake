@@ -1,6 +1,5 @@
 set(LLI_TORCH_TEST_SOURCES
   model/test_binder.cpp
-  model/test_tokenizer.cpp
   model/test_sampling.cpp
   model/test_llava.cpp
   model/test_sam.cpp

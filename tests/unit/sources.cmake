@@ -7,6 +7,8 @@ set(LLI_UNIT_TEST_SOURCES
   unit/test_session.cpp
   unit/test_registry.cpp
   unit/test_clip_tokenizer.cpp
+  unit/test_sentencepiece.cpp
+  unit/test_tokenizer.cpp
   unit/test_png_text.cpp
   unit/test_edit_region.cpp
   unit/test_hardening.cpp
