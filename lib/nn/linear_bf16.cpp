@@ -70,69 +70,47 @@ LLI_BF16_TARGET inline float hsum(__m512 v) {
          (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
 }
 
-// Software prefetch distance, in weight elements ahead of the current load of each row: measured
-// on a 1.3 GB GEMV (4096-wide rows, 2 threads, interleaved runs), 4 rows side by side with 2 KB
-// prefetch read 42-52 GB/s where 8 rows without prefetch read 32-45 and a plain 4-stream read
-// 44-64 (the host's bandwidth drifts within minutes).
-constexpr std::int64_t kPrefetch = 1024;
-
-// Output rows [n, n + R) for MB rows of x: y[m, n + r] = sum_k x[m, k] w[n + r, k] + bias[n + r].
-// The R weight rows are read side by side, 64 elements (2 cache lines) of each per step: R
-// concurrent read streams keep the hardware prefetchers busy on every page, which a single
-// stream per thread does not (measured here, 2 threads, 4096-wide rows: 1 row at a time with
-// software prefetch ~25 GB/s, 4 rows ~36, 8 rows ~40, a pure multi-stream read ~43-45 GB/s).
-template <int MB, int R>
-LLI_BF16_TARGET void kernel_block(const std::uint16_t* x, std::int64_t ldx, const std::uint16_t* w, std::int64_t K,
-                                  std::int64_t n, const std::uint16_t* bias, std::uint16_t* y, std::int64_t ldy) {
+// Output row n for MB rows of x: y[m, n] = sum_k x[m, k] w[n, k] + bias[n]. Each thread streams
+// its share of the weight rows one row at a time, as one sequential read; two accumulators per
+// row of x (the two halves of each 64-element step) keep two dot-product chains in flight.
+// Measured with 2 threads on AMD EPYC (huge-page weights, 2026-12-05, a scratch GEMV bench on a
+// quiet host): TinyLlama shapes 46-48 GB/s this way against 40-41 GB/s with 4 weight rows side by
+// side and a 2 KB software prefetch (the previous design); 7B shapes 42-43 against 39-41. The
+// measurements that had favoured 4 rows ran on one thread (see the CMake note on OpenMP).
+template <int MB>
+LLI_BF16_TARGET void kernel_row(const std::uint16_t* x, std::int64_t ldx, const std::uint16_t* w, std::int64_t K,
+                                std::int64_t n, const std::uint16_t* bias, std::uint16_t* y, std::int64_t ldy) {
   const std::int64_t k64 = K - K % 64;
   const std::int64_t k32 = K - K % 32;
   const __mmask32 tail = K % 32 ? static_cast<__mmask32>((1ull << (K % 32)) - 1) : 0;
-  __m512 acc[MB][R];
-  for (int m = 0; m < MB; ++m)
-    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
-  const std::uint16_t* wb = w + n * K;
+  __m512 acc0[MB], acc1[MB];
+  for (int m = 0; m < MB; ++m) acc0[m] = acc1[m] = _mm512_setzero_ps();
+  const std::uint16_t* wr = w + n * K;
   std::int64_t k = 0;
   for (; k < k64; k += 64) {
-    __m512bh x0[MB], x1[MB];
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(wr + k), w1 = (__m512bh)_mm512_loadu_si512(wr + k + 32);
     for (int m = 0; m < MB; ++m) {
-      x0[m] = (__m512bh)_mm512_loadu_si512(x + m * ldx + k);
-      x1[m] = (__m512bh)_mm512_loadu_si512(x + m * ldx + k + 32);
-    }
-    for (int r = 0; r < R; ++r) {
-      const std::uint16_t* wr = wb + r * K + k;
-      _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetch), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetch + 32), _MM_HINT_T0);
-      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(wr), w1 = (__m512bh)_mm512_loadu_si512(wr + 32);
-      for (int m = 0; m < MB; ++m) {
-        acc[m][r] = _mm512_dpbf16_ps(acc[m][r], w0, x0[m]);
-        acc[m][r] = _mm512_dpbf16_ps(acc[m][r], w1, x1[m]);
-      }
+      acc0[m] = _mm512_dpbf16_ps(acc0[m], w0, (__m512bh)_mm512_loadu_si512(x + m * ldx + k));
+      acc1[m] = _mm512_dpbf16_ps(acc1[m], w1, (__m512bh)_mm512_loadu_si512(x + m * ldx + k + 32));
     }
   }
   for (; k < k32; k += 32)
-    for (int r = 0; r < R; ++r)
-      for (int m = 0; m < MB; ++m) acc[m][r] = dot32(acc[m][r], wb + r * K + k, x + m * ldx + k);
+    for (int m = 0; m < MB; ++m) acc0[m] = dot32(acc0[m], wr + k, x + m * ldx + k);
   if (tail)
-    for (int r = 0; r < R; ++r)
-      for (int m = 0; m < MB; ++m) acc[m][r] = dot32_masked(acc[m][r], wb + r * K + k, x + m * ldx + k, tail);
-  for (int r = 0; r < R; ++r) {
-    const float b = bias ? from_bf16_bits(bias[n + r]) : 0.0f;
-    for (int m = 0; m < MB; ++m) y[m * ldy + n + r] = to_bf16_bits(hsum(acc[m][r]) + b);
-  }
+    for (int m = 0; m < MB; ++m) acc1[m] = dot32_masked(acc1[m], wr + k, x + m * ldx + k, tail);
+  const float b = bias ? from_bf16_bits(bias[n]) : 0.0f;
+  for (int m = 0; m < MB; ++m) y[m * ldy + n] = to_bf16_bits(hsum(_mm512_add_ps(acc0[m], acc1[m])) + b);
 }
 
-// Rows [n0, n1) of the output for MB rows of x: blocks of R weight rows, then single rows.
-template <int MB, int R>
+template <int MB>
 void kernel_rows(const std::uint16_t* x, std::int64_t ldx, const std::uint16_t* w, std::int64_t K, std::int64_t n0,
                  std::int64_t n1, const std::uint16_t* bias, std::uint16_t* y, std::int64_t ldy) {
-  std::int64_t n = n0;
-  for (; n + R <= n1; n += R) kernel_block<MB, R>(x, ldx, w, K, n, bias, y, ldy);
-  for (; n < n1; ++n) kernel_block<MB, 1>(x, ldx, w, K, n, bias, y, ldy);
+  for (std::int64_t n = n0; n < n1; ++n) kernel_row<MB>(x, ldx, w, K, n, bias, y, ldy);
 }
 
 void rows_dispatch(const std::uint16_t* x, std::int64_t M, std::int64_t ldx, const std::uint16_t* w, std::int64_t K,
                    std::int64_t n0, std::int64_t n1, const std::uint16_t* bias, std::uint16_t* y, std::int64_t ldy) {
-  // Rows of x in groups of up to 4 (at most 16 accumulators: MB x R <= 16); for M > 4 the weight
+  // Rows of x in groups of up to 4 (8 accumulators); for M > 4 the weight
   // rows of a block are re-read from cache only when the block fits there, so large M is not this
   // kernel's job (see kLinearBF16MaxRows).
   constexpr std::int64_t kBlock = 64;  // output rows per block: 64 x K bf16 stays in L2 across m-groups
@@ -142,10 +120,10 @@ void rows_dispatch(const std::uint16_t* x, std::int64_t M, std::int64_t ldx, con
       const auto* xm = x + m * ldx;
       auto* ym = y + m * ldy;
       switch (std::min<std::int64_t>(4, M - m)) {
-        case 1: kernel_rows<1, 4>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
-        case 2: kernel_rows<2, 4>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
-        case 3: kernel_rows<3, 4>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
-        default: kernel_rows<4, 4>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
+        case 1: kernel_rows<1>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
+        case 2: kernel_rows<2>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
+        case 3: kernel_rows<3>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
+        default: kernel_rows<4>(xm, ldx, w, K, nb, ne, bias, ym, ldy); break;
       }
     }
   }

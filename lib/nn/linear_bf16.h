@@ -2,8 +2,8 @@
 // row-major, fp32 accumulation, one bf16 rounding per output (as oneDNN's bf16 matmul rounds).
 // For small M the product is bound by reading W from memory; libtorch 1.13's bf16 path reaches
 // about half the machine's read bandwidth there. This kernel streams each weight row once per
-// call with AVX512-BF16 dot products (vdpbf16ps), 4 rows side by side (parallel read streams) with
-// software prefetch 2 KB ahead, and splits the output rows over at::parallel_for's threads.
+// call with AVX512-BF16 dot products (vdpbf16ps), one row at a time (each thread's share of the
+// rows is one sequential read), and splits the output rows over at::parallel_for's threads.
 // Compiled with target attributes, so the library builds for any x86-64 (and other
 // architectures); at run time the kernel is used only when the CPU has AVX512-BF16.
 // Ref: Intel intrinsics guide _mm512_dpbf16_ps; llama.cpp ggml_vec_dot_bf16 (the same idea).
