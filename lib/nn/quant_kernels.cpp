@@ -325,20 +325,6 @@ LLI_AVX2_TARGET inline float hsum256(__m256 v) {
   return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-// sum_g a[g] * (d_x[g] * xsum[g]) over G blocks: the q4_k minimum term of one weight row.
-LLI_VNNI_TARGET float min_term_vnni(const std::uint8_t* a, const float* dx, const std::int32_t* xsum,
-                                    std::int64_t G) {
-  __m512 acc = _mm512_setzero_ps();
-  for (std::int64_t g = 0; g < G; g += 16) {
-    const auto k = static_cast<__mmask16>(G - g >= 16 ? 0xFFFF : (1u << (G - g)) - 1);
-    const __m512 av = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, a + g)));
-    const __m512 bv = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dx + g),
-                                    _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, xsum + g)));
-    acc = _mm512_fmadd_ps(av, bv, acc);
-  }
-  return hsum512(acc);
-}
-
 // AVX-512 VNNI. A step covers a pair of blocks (64 inputs) of R weight rows and MB activation
 // rows: vpdpbusd (u8 x s8 -> s32) leaves block 2p's partial sums in lanes 0-7 and block 2p+1's in
 // lanes 8-15; they are converted to fp32 and multiplied by that lane's block scale
@@ -388,8 +374,11 @@ struct Q4kVnni {
     const float* xd = x.d.data() + m0 * G;
     const __m512i nib = _mm512_set1_epi8(0x0F);
     const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m512 acc[R][MB];
+    const std::uint8_t* mn = w.mn + n * G;
+    const std::int32_t* xs = x.sum.data() + m0 * G;
+    __m512 acc[R][MB], macc[R][MB];  // the dot products, and the minimum terms sum_g mn * d_x * xsum
     zero_acc(acc);
+    zero_acc(macc);
     for (std::int64_t g0 = 0; g0 < G; g0 += 16) {
       const int ng = static_cast<int>(std::min<std::int64_t>(16, G - g0));
       const auto k16 = static_cast<__mmask16>((1u << ng) - 1);
@@ -397,6 +386,13 @@ struct Q4kVnni {
       for (int r = 0; r < R; ++r)
         ws[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k16, sc + r * G + g0)));
       chunk_scales(ws, xd, G, g0, k16, sdx);
+      for (int m = 0; m < MB; ++m) {
+        const __m512 dxs = _mm512_mul_ps(_mm512_maskz_loadu_ps(k16, xd + m * G + g0),
+                                         _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k16, xs + m * G + g0)));
+        for (int r = 0; r < R; ++r)
+          macc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k16, mn + r * G + g0))),
+                                       dxs, macc[r][m]);
+      }
       for (int q = 0; 4 * q < ng; ++q) {
         const std::int64_t g = g0 + 4 * q;
         const int nb = std::min(4, ng - 4 * q);
@@ -418,10 +414,8 @@ struct Q4kVnni {
       }
     }
     for (int r = 0; r < R; ++r)
-      for (int m = 0; m < MB; ++m) {
-        const float mt = min_term_vnni(w.mn + (n + r) * G, xd + m * G, x.sum.data() + (m0 + m) * G, G);
-        y[(m0 + m) * ldy + n + r] = w.row[2 * (n + r)] * hsum512(acc[r][m]) - w.row[2 * (n + r) + 1] * mt;
-      }
+      for (int m = 0; m < MB; ++m)
+        y[(m0 + m) * ldy + n + r] = w.row[2 * (n + r)] * hsum512(acc[r][m]) - w.row[2 * (n + r) + 1] * hsum512(macc[r][m]);
   }
 };
 
@@ -560,7 +554,7 @@ bool cpu_has_vnni() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && st::cpu_has_f16c();
 }
 
 #else
