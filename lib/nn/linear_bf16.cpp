@@ -110,9 +110,9 @@ void kernel_rows(const std::uint16_t* x, std::int64_t ldx, const std::uint16_t* 
 
 void rows_dispatch(const std::uint16_t* x, std::int64_t M, std::int64_t ldx, const std::uint16_t* w, std::int64_t K,
                    std::int64_t n0, std::int64_t n1, const std::uint16_t* bias, std::uint16_t* y, std::int64_t ldy) {
-  // Rows of x in groups of up to 4 (8 accumulators); for M > 4 the weight
-  // rows of a block are re-read from cache only when the block fits there, so large M is not this
-  // kernel's job (see kLinearBF16MaxRows).
+  // Rows of x in groups of up to 4 (8 accumulators); for M > 4 the weight rows of a block are
+  // re-read from cache only when the block fits there, so large M is not this kernel's job (see
+  // kLinearBF16MaxRows).
   constexpr std::int64_t kBlock = 64;  // output rows per block: 64 x K bf16 stays in L2 across m-groups
   for (std::int64_t nb = n0; nb < n1; nb += kBlock) {
     const std::int64_t ne = std::min(n1, nb + kBlock);
