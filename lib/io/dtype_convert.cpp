@@ -5,6 +5,7 @@
 #include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define LLI_HAVE_F16C 1
 #else
@@ -40,10 +41,23 @@ __attribute__((target("avx2,f16c"))) void f32_to_f16_f16c(const float* s, std::u
   for (; i < n; ++i) d[i] = f32_to_f16(s[i]);
 }
 bool have_f16c() {
-  static const bool b = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+  static const bool b = cpu_has_f16c() && __builtin_cpu_supports("avx2");
   return b;
 }
 #endif
+
+}  // namespace
+
+bool cpu_has_f16c() {
+#if LLI_HAVE_F16C
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+#else
+  return false;
+#endif
+}
+
+namespace {
 
 // src (any floating dtype) -> fp32.
 void to_f32(const void* src, DType from, float* d, std::size_t n) {

@@ -16,6 +16,10 @@ bool is_floating(DType d);  // F64, F32, F16, BF16
 // dst[i] = convert(src[i]) for i < n; from and to must be floating dtypes (any pair, equal ones copy).
 void convert_floats(const void* src, DType from, void* dst, DType to, std::size_t n);
 
+// Whether the CPU has the F16C conversion instructions (cpuid; clang 14's __builtin_cpu_supports
+// does not know "f16c").
+bool cpu_has_f16c();
+
 // Single values (tests, scalars): IEEE fp16 and bf16 bit patterns.
 float f16_to_f32(std::uint16_t h);
 std::uint16_t f32_to_f16(float f);
