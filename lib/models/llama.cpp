@@ -7,6 +7,7 @@
 
 #include "lli/error.h"
 #include "nn/attention.h"
+#include "nn/decoder_ops_bf16.h"
 #include "nn/linear_bf16.h"
 
 namespace lli::models {
@@ -110,13 +111,22 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                           KVCache* cache, std::int64_t layer) {
   const auto B = x.size(0), L = x.size(1);
-  auto q = q_proj(x).view({B, L, n_head, head_dim}).transpose(1, 2);     // [B, H, L, hd]
-  auto k = k_proj(x).view({B, L, n_kv_head, head_dim}).transpose(1, 2);  // [B, Hkv, L, hd]
+  auto q = q_proj(x).view({B, L, n_head, head_dim});     // [B, L, H, hd]
+  auto k = k_proj(x).view({B, L, n_kv_head, head_dim});  // [B, L, Hkv, hd]
   auto v = v_proj(x).view({B, L, n_kv_head, head_dim}).transpose(1, 2);  // [B, Hkv, L, hd]
-  auto c = cos.unsqueeze(0).unsqueeze(0);                                // [1, 1, L, hd]
-  auto s = sin.unsqueeze(0).unsqueeze(0);
-  q = q * c + rotate_half(q) * s;
-  k = k * c + rotate_half(k) * s;
+  if (nn::decoder_ops_bf16_applicable({&q, &k, &cos, &sin})) {
+    nn::rotary_bf16_(q, cos, sin);  // in place, one pass each
+    nn::rotary_bf16_(k, cos, sin);
+    q = q.transpose(1, 2);  // [B, H, L, hd]
+    k = k.transpose(1, 2);  // [B, Hkv, L, hd]
+  } else {
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
+    auto c = cos.unsqueeze(0).unsqueeze(0);  // [1, 1, L, hd]
+    auto s = sin.unsqueeze(0).unsqueeze(0);
+    q = q * c + rotate_half(q) * s;
+    k = k * c + rotate_half(k) * s;
+  }
 
   std::int64_t n_past = 0;
   torch::Tensor keys = k, values = v;
@@ -149,7 +159,9 @@ LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : act(c.hidden_act) {
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(nn::apply_activation(gate_proj(x), act) * up_proj(x));
+  auto g = gate_proj(x), u = up_proj(x);  // [B, L, F]
+  if (act == nn::Activation::silu && nn::decoder_ops_bf16_applicable({&g, &u})) return down_proj(nn::silu_mul_bf16(g, u));
+  return down_proj(nn::apply_activation(g, act) * u);
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
@@ -161,8 +173,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                              const torch::Tensor& sin, KVCache* cache, std::int64_t layer) {
-  auto h = x + self_attn(input_layernorm(x), cos, sin, cache, layer);
-  return h + mlp(post_attention_layernorm(h));
+  auto [h, hn] = post_attention_layernorm->forward_add(x, self_attn(input_layernorm(x), cos, sin, cache, layer));
+  return h + mlp(hn);
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {

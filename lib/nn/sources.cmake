@@ -5,6 +5,7 @@ list(APPEND LLI_TORCH_SOURCES
   nn/linear_bf16.cpp
   nn/quant_linear.cpp
   nn/attention_bf16.cpp
+  nn/decoder_ops_bf16.cpp
   nn/group_norm_bf16.cpp
   nn/transpose_copy.cpp
   nn/fft_nhwc.cpp
@@ -12,3 +13,5 @@ list(APPEND LLI_TORCH_SOURCES
   nn/diffusers_attention.cpp
   nn/transformer_2d.cpp)
 list(APPEND LLI_BASE_SOURCES nn/quant_kernels.cpp)
+# The fused RMSNorm reproduces libtorch's fp32 rounding step by step: no contraction into fma.
+set_source_files_properties(nn/decoder_ops_bf16.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)

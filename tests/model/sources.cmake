@@ -4,6 +4,7 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_llava.cpp
   model/test_sam.cpp
   model/test_linear_bf16.cpp
+  model/test_decoder_ops_bf16.cpp
   model/test_chat_pipeline.cpp
   model/test_clip_text.cpp
   model/test_schedulers.cpp
