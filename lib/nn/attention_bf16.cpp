@@ -58,6 +58,24 @@ LLI_BF16_TARGET inline float hsum(__m512 v) {
          (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
 }
 
+// hsum of 16 vectors at once: lane t of the result = hsum(a[t]), with hsum's tree (lane i + lane
+// i+8, then + 4, + 2, + 1), done across the vectors with 128-bit and in-lane shuffles.
+LLI_BF16_TARGET inline __m512 hsum16(const __m512 (&a)[16]) {
+  __m512 z[8], w[4], q[2];
+  for (int p = 0; p < 8; ++p)  // lanes 0-7: a[2p]'s l_i + l_{i+8}; lanes 8-15: a[2p+1]'s
+    z[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0xEE));
+  for (int p = 0; p < 4; ++p)  // 128-bit block b: vector 4p + b's four (+ 4) sums
+    w[p] = _mm512_add_ps(_mm512_shuffle_f32x4(z[2 * p], z[2 * p + 1], 0x88),
+                         _mm512_shuffle_f32x4(z[2 * p], z[2 * p + 1], 0xDD));
+  for (int p = 0; p < 2; ++p)  // block b: vectors 8p + b and 8p + 4 + b, two (+ 2) sums each
+    q[p] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * p], w[2 * p + 1], 0x44), _mm512_shuffle_ps(w[2 * p], w[2 * p + 1], 0xEE));
+  // block b: the sums of vectors b, 4 + b, 8 + b, 12 + b
+  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], 0x88), _mm512_shuffle_ps(q[0], q[1], 0xDD));
+  const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  return _mm512_permutexvar_ps(order, s);
+}
+
 struct Strides {
   std::int64_t b, h, l;  // elements; the last dim has stride 1
 };
@@ -77,12 +95,28 @@ LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* 
     qv[c] = _mm512_maskz_loadu_epi16(qm[c], qrow + 32 * c);
   }
   float mx = -INFINITY;
-  for (std::int64_t j = 0; j < n; ++j) {
+  auto key_acc = [&](std::int64_t j) LLI_BF16_TARGET {
     const std::uint16_t* kr = kh + j * k_l;
     __m512 acc = _mm512_setzero_ps();
     for (std::int64_t c = 0; c < nq; ++c)
       acc = _mm512_dpbf16_ps(acc, (__m512bh)qv[c], (__m512bh)_mm512_maskz_loadu_epi16(qm[c], kr + 32 * c));
-    float s = round_bf16(hsum(acc));             // matmul output in bf16
+    return acc;
+  };
+  // 16 keys at a time: their accumulators summed side by side with the same pairwise tree as hsum
+  // (hsum16), so the scores are the same numbers, and rounded and divided 16 lanes at a time.
+  std::int64_t j = 0;
+  __m512 mx16 = _mm512_set1_ps(-INFINITY);
+  for (; j + 16 <= n; j += 16) {
+    __m512 a[16];
+    for (int t = 0; t < 16; ++t) a[t] = key_acc(j + t);
+    __m512 sv = round16(hsum16(a));                                        // matmul output in bf16
+    if (divide) sv = round16(_mm512_div_ps(sv, _mm512_set1_ps(divisor)));  // bf16 division
+    _mm512_storeu_ps(scores + j, sv);
+    mx16 = _mm512_max_ps(mx16, sv);
+  }
+  if (j > 0) mx = _mm512_reduce_max_ps(mx16);
+  for (; j < n; ++j) {
+    float s = round_bf16(hsum(key_acc(j)));      // matmul output in bf16
     if (divide) s = round_bf16(s / divisor);     // bf16 division
     scores[j] = s;
     mx = std::max(mx, s);
