@@ -1,6 +1,8 @@
 #include "lli/fs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -16,7 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
-#include <random>
+#include <set>
 #include <sstream>
 
 #include "lli/error.h"
@@ -93,14 +95,45 @@ extern "C" void lli_on_signal(int) {
   }
 }
 
-std::string random_suffix() {
-  static thread_local std::mt19937_64 rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
-  static const char* chars = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::string s(8, 'x');
-  for (auto& c : s) c = chars[rng() % 36];
-  return s;
+constexpr const char* kTempPrefix = ".lli-tmp-";
+std::atomic<unsigned> g_temp_counter{0};
+
+// ".lli-tmp-<pid>-<n>-<name>", the name cut to 100 bytes (the whole stays under NAME_MAX).
+std::string temp_name(const std::string& target_name) {
+  return kTempPrefix + std::to_string(::getpid()) + "-" + std::to_string(g_temp_counter.fetch_add(1)) + "-" +
+         target_name.substr(0, 100);
 }
+
+// The pid of a temporary file's name, or -1.
+long temp_owner(const char* name) {
+  if (std::strncmp(name, kTempPrefix, std::strlen(kTempPrefix)) != 0) return -1;
+  const char* p = name + std::strlen(kTempPrefix);
+  char* end = nullptr;
+  errno = 0;
+  const long pid = std::strtol(p, &end, 10);
+  if (errno != 0 || end == p || *end != '-' || pid <= 0) return -1;
+  return pid;
+}
+
+// Directories already swept by this process.
+std::mutex g_swept_mu;
+std::set<std::string> g_swept;
 }  // namespace
+
+int remove_stale_temporaries(const fs::path& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  int removed = 0;
+  const long self = static_cast<long>(::getpid());
+  while (const dirent* e = ::readdir(d)) {
+    const long pid = temp_owner(e->d_name);
+    if (pid < 0 || pid == self) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to probe)
+    if (::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++removed;
+  }
+  ::closedir(d);
+  return removed;
+}
 
 void install_signal_handlers() {
   struct sigaction sa {};
@@ -110,6 +143,7 @@ void install_signal_handlers() {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 bool interrupted() { return g_signals.load() > 0; }
 void check_interrupted() {
@@ -124,9 +158,18 @@ AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     throw InputError(path_.string() + ": output directory " + dir.string() + " does not exist");
+  {
+    std::error_code cec;
+    const std::string key = fs::weakly_canonical(fs::absolute(dir, cec), cec).string();
+    std::lock_guard<std::mutex> lock(g_swept_mu);
+    if (g_swept.insert(key).second) {
+      const int n = remove_stale_temporaries(dir);
+      if (n) log_info("{}: removed {} temporary file(s) left by killed lli processes", dir.string(), n);
+    }
+  }
   for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
-    tmp_ = dir / ("." + path_.filename().string() + ".tmp-" + random_suffix());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    tmp_ = dir / temp_name(path_.filename().string());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd_ < 0 && errno != EEXIST) break;
   }
   if (fd_ < 0)
@@ -157,13 +200,20 @@ void AtomicFile::write(std::string_view bytes) {
   }
 }
 
+// close() reports the errors a network or quota file system defers to it.
+void AtomicFile::close_checked() {
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0 && errno != EINTR)
+    throw RuntimeError(path_.string() + ": write failed (" + std::strerror(errno) + ")");
+}
+
 void AtomicFile::commit() {
   if (done_) return;
   check_interrupted();
   if (::fsync(fd_) != 0 && errno != EINVAL)
     throw RuntimeError(path_.string() + ": fsync failed (" + std::strerror(errno) + ")");
-  ::close(fd_);
-  fd_ = -1;
+  close_checked();
   if (::rename(tmp_.c_str(), path_.c_str()) != 0)
     throw RuntimeError(path_.string() + ": rename from temporary file failed (" + std::strerror(errno) + ")");
   done_ = true;
@@ -175,8 +225,7 @@ bool AtomicFile::commit_new() {
   check_interrupted();
   if (::fsync(fd_) != 0 && errno != EINVAL)
     throw RuntimeError(path_.string() + ": fsync failed (" + std::strerror(errno) + ")");
-  ::close(fd_);
-  fd_ = -1;
+  close_checked();
   bool placed = false;
   if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) == 0) {
     placed = true;

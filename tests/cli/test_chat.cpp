@@ -64,7 +64,7 @@ int count_lines(const std::string& s) {
 
 bool no_temp_files(const fs::path& dir) {
   for (auto& e : fs::recursive_directory_iterator(dir))
-    if (e.path().filename().string().find(".tmp-") != std::string::npos) return false;
+    if (e.path().filename().string().find(".lli-tmp-") != std::string::npos) return false;
   return true;
 }
 

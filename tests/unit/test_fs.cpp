@@ -1,4 +1,6 @@
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <thread>
@@ -132,4 +134,52 @@ TEST_CASE("fs: sha256 matches the FIPS 180-4 test vectors") {
   std::string million(1000000, 'a');
   write_file_atomic((t / "a").string(), million);
   CHECK(sha256_file(t / "a") == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("fs: temporary files are named .lli-tmp-<pid>-<n>-<name>, never open what is at that name") {
+  TempDir t;
+  write_file_atomic((t / "victim.txt").string(), "victim");
+  // The next names this process will use follow from its pid; a link planted at each is skipped.
+  AtomicFile probe(t / "x.bin");
+  const std::string name = probe.temp_path().filename().string();
+  const std::string prefix = ".lli-tmp-" + std::to_string(::getpid()) + "-";
+  REQUIRE(name.rfind(prefix, 0) == 0);
+  CHECK(name.size() > prefix.size() + 2);
+  const unsigned n = static_cast<unsigned>(std::stoul(name.substr(prefix.size())));
+  for (unsigned k = n + 1; k < n + 4; ++k)
+    fs::create_symlink(t / "victim.txt", t / (prefix + std::to_string(k) + "-out.txt"));
+  {
+    AtomicFile f(t / "out.txt");
+    CHECK(f.temp_path().filename().string() == prefix + std::to_string(n + 4) + "-out.txt");
+    f.write("new");
+    f.commit();
+  }
+  CHECK(slurp(t / "victim.txt") == "victim");
+  CHECK(slurp(t / "out.txt") == "new");
+  // Long target names are cut so that the temporary name stays a valid file name.
+  AtomicFile long_name(t / std::string(250, 'a'));
+  CHECK(long_name.temp_path().filename().string().size() < 255);
+}
+
+TEST_CASE("fs: remove_stale_temporaries removes the files of dead processes only, links without following") {
+  TempDir t;
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);  // `child` is now a pid without a process
+  write_file_atomic((t / "victim.txt").string(), "victim");
+  const std::string dead = ".lli-tmp-" + std::to_string(child) + "-0-out.png";
+  const std::string dead_link = ".lli-tmp-" + std::to_string(child) + "-1-out.png";
+  const std::string alive = ".lli-tmp-" + std::to_string(::getpid()) + "-99-out.png";
+  const std::string alive_other = ".lli-tmp-1-0-out.png";  // pid 1 exists
+  for (const auto& n : {dead, alive, alive_other, std::string(".lli-tmp-x-0-out.png"), std::string("keep.png")})
+    std::ofstream(t / n) << "x";
+  fs::create_symlink(t / "victim.txt", t / dead_link);
+  CHECK(remove_stale_temporaries(t.path) == 2);
+  CHECK_FALSE(fs::exists(t / dead));
+  CHECK_FALSE(fs::is_symlink(t / dead_link));
+  CHECK(slurp(t / "victim.txt") == "victim");
+  for (const auto& n : {alive, alive_other, std::string(".lli-tmp-x-0-out.png"), std::string("keep.png")})
+    CHECK_MESSAGE(fs::exists(t / n), n);
 }

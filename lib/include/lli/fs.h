@@ -16,9 +16,15 @@ namespace fs = std::filesystem;
 std::string read_file(const std::string& path, std::uint64_t max_bytes = UINT64_MAX);
 std::string fmt_size_error(const std::string& path, std::uint64_t size, std::uint64_t max);
 
-// An output written to "<dir>/.<name>.tmp-XXXXXX" and renamed over `path` on commit().
-// Destroyed without commit() (error, exception, Ctrl-C) the temp file is removed.
-// The temp path is registered so that a signal handler can unlink it too.
+// An output written to a temporary file "<dir>/.lli-tmp-<pid>-<n>-<name>" (n counts this
+// process's temporary files; <name> is the target's file name, cut to 100 bytes) and renamed over
+// `path` on commit(). The temporary file is created with O_CREAT | O_EXCL | O_NOFOLLOW: whatever
+// already has that name (a file, or a symbolic link planted there) is never opened or followed;
+// the next n is tried. Destroyed without commit() (error, exception, Ctrl-C) the temporary file
+// is removed; the path is registered so that a signal handler can unlink it too. A process killed
+// outright (SIGKILL, power loss) leaves it behind: the first AtomicFile of a later process in that
+// directory removes every ".lli-tmp-<pid>-*" whose process no longer exists
+// (remove_stale_temporaries).
 class AtomicFile {
  public:
   explicit AtomicFile(fs::path path);
@@ -36,11 +42,18 @@ class AtomicFile {
   const fs::path& path() const { return path_; }
 
  private:
+  void close_checked();
   fs::path path_;
   fs::path tmp_;
   int fd_ = -1;
   bool done_ = false;
 };
+
+// Removes the temporary files ".lli-tmp-<pid>-*" of `dir` whose process `pid` no longer exists
+// (kill(pid, 0) fails with ESRCH): what a killed lli left. Links are removed, never followed; a
+// process in another PID namespace sharing the directory would look dead (not a supported setup).
+// Errors are ignored. AtomicFile calls it once per directory and process; returns how many went.
+int remove_stale_temporaries(const fs::path& dir);
 
 // An exclusive advisory lock (flock) on `lock_path`, for read-modify-write of a shared file
 // (sessions: "<session>.lock" beside it). The lock file is created if missing and left in place
@@ -73,7 +86,8 @@ void check_not_overwriting(const fs::path& out, const std::vector<fs::path>& inp
 
 // Ctrl-C / SIGTERM: install_signal_handlers() once in main; long loops call check_interrupted(),
 // which throws InterruptedError once a signal arrived. A second signal exits at once (130)
-// after unlinking every pending temp file.
+// after unlinking every pending temp file. SIGPIPE and SIGXFSZ are ignored: a closed pipe or a
+// file past RLIMIT_FSIZE (ulimit -f) is a write error (exit 5, one line), not a silent death.
 void install_signal_handlers();
 bool interrupted();
 void check_interrupted();
