@@ -10,6 +10,7 @@
 #include "io/json_util.h"
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "lli/log.h"
 
 namespace lli {
 
@@ -326,7 +327,18 @@ std::string Session::dump() const {
 void Session::save(const std::string& path) {
   const bool own = !path_.empty() && path_ != "-" && path == path_;
   if (own) begin_change();  // even with no change: never write back a stale history
-  write_file_atomic(path, dump());
+  try {
+    write_file_atomic(path, dump());
+  } catch (...) {
+    // Not recorded (disk full, ...): the step and mask files written for it would be orphans.
+    for (const auto& f : created_) {
+      std::error_code ec;
+      fs::remove(f, ec);
+    }
+    created_.clear();
+    throw;
+  }
+  created_.clear();
   if (own) lock_.reset();
 }
 
@@ -357,11 +369,30 @@ void Session::ensure_dir() const {
     throw RuntimeError(dir_.string() + ": cannot create the session directory (" + ec.message() + ")");
 }
 
+// A session entry that is (or passes through) a symbolic link resolving outside the session
+// directory: its target, else empty.
+fs::path Session::link_outside(const fs::path& p) const {
+  std::error_code ec;
+  bool link = false;
+  for (fs::path q = p; !q.empty() && q != dir_ && q.has_relative_path(); q = q.parent_path()) {
+    if (fs::is_symlink(q, ec)) link = true;
+    if (q == q.parent_path()) break;
+  }
+  if (!link) return {};
+  const fs::path base = fs::weakly_canonical(fs::absolute(dir_, ec), ec);
+  const fs::path target = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  const std::string rel = target.lexically_relative(base).string();
+  return is_safe_relative_path(rel) ? fs::path() : target;
+}
+
 fs::path Session::checked_file(const std::string& rel, const std::string& sha,
                                const std::string& what) const {
   if (!is_safe_relative_path(rel))
     throw InputError(name_ + ": " + what + ": " + quote_excerpt(rel) + " escapes the session directory");
   fs::path p = dir_ / rel;
+  if (const fs::path out = link_outside(p); !out.empty())
+    throw InputError(p.string() + ": " + what + " of " + name_ + " is a symbolic link to " + out.string() +
+                     ", outside the session directory; refused");
   std::error_code ec;
   if (!fs::is_regular_file(p, ec))
     throw InputError(p.string() + ": " + what + " of " + name_ +
@@ -409,6 +440,7 @@ int Session::add_image_step(std::string_view image_bytes, const std::string& ext
   ensure_dir();
   int index = size();
   std::string file = write_new_file(dir_, "step-" + pad4(index), e, image_bytes);
+  created_.push_back(dir_ / file);
   SessionStep st;
   st.file = file;
   st.sha256 = sha256_hex(image_bytes);
@@ -454,6 +486,7 @@ void Session::set_masks(int step_index, const std::vector<NewMask>& masks) {
       bytes = read_file(nm.source.string(), kMaxImportBytes);
     }
     std::string file = write_new_file(dir_, "mask-" + pad4(step_index) + "-" + std::to_string(k), clean_ext(nm.ext), bytes);
+    created_.push_back(dir_ / file);
     SessionMask m;
     m.file = file;
     m.sha256 = sha256_hex(bytes);
@@ -485,8 +518,13 @@ std::optional<fs::path> Session::find_cache(const std::string& image_sha256,
     if (e.image_sha256 != image_sha256 || e.model != model) continue;
     fs::path p = dir_ / e.file;
     std::error_code ec;
-    if (is_safe_relative_path(e.file) && fs::is_regular_file(p, ec)) return p;
-    return std::nullopt;
+    if (!is_safe_relative_path(e.file) || !fs::is_regular_file(p, ec)) return std::nullopt;
+    if (const fs::path out = link_outside(p); !out.empty()) {
+      log_info("{}: cache {} is a symbolic link to {}, outside the session directory; not used", name_,
+               p.string(), out.string());
+      return std::nullopt;
+    }
+    return p;
   }
   return std::nullopt;
 }
@@ -532,6 +570,9 @@ fs::path Session::put_cache_bytes(const std::string& image_sha256, const std::st
                                   std::string_view bytes, const std::string& ext) {
   begin_change();
   fs::path p = cache_file_path(image_sha256, model, ext);
+  std::error_code ec;
+  if (fs::is_symlink(p, ec))
+    throw InputError(p.string() + ": the cache file of " + name_ + " is a symbolic link; refusing to replace it");
   AtomicFile f(p);
   f.write(bytes);
   f.commit();

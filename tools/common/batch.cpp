@@ -109,7 +109,18 @@ int run_batch(const CommonOptions& o, const std::string& tool,
     BatchItem item{input, input.stem().string(), output_for(input)};
     nlohmann::json result = {{"input", input.string()}, {"output", item.output.string()}};
     std::error_code e2;
-    if (!o.overwrite && fs::exists(item.output, e2)) {
+    if (fs::is_symlink(item.output, e2)) {
+      // Never written through, never replaced: the link may point anywhere.
+      const std::string msg = item.output.string() + ": is a symbolic link (to " +
+                              fs::read_symlink(item.output, e2).string() +
+                              "); lli does not write through or replace links in --outdir";
+      result["status"] = "error";
+      result["error"] = msg;
+      result["exit_code"] = static_cast<int>(ExitCode::bad_input);
+      if (!first_error) first_error = static_cast<int>(ExitCode::bad_input);
+      ++n_fail;
+      print_error(tool, msg);
+    } else if (!o.overwrite && fs::exists(item.output, e2)) {
       result["status"] = "skipped";
       result["reason"] = "output exists (use --overwrite to redo)";
       ++n_skip;

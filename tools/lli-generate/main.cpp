@@ -434,6 +434,8 @@ int main(int argc, char** argv) {
           if (!names.insert(name).second) throw InputError(where + ": name " + quote_excerpt(name) + " is used twice (outputs would collide)");
           out_path = (fs::path(o.outdir) / (name + ".png")).string();
           if (static_cast<int>(item % static_cast<std::size_t>(shard.n)) != shard.k - 1) continue;
+          if (fs::is_symlink(out_path, ec))
+            throw InputError(out_path + ": is a symbolic link; lli does not write through or replace links in --outdir");
           if (!o.overwrite && fs::exists(out_path, ec)) {
             log_info("lli-generate: {} exists; skipped (--overwrite redoes it)", out_path);
             continue;

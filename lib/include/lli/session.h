@@ -197,6 +197,7 @@ class Session {
   void ensure_dir() const;
   fs::path checked_file(const std::string& rel, const std::string& sha, const std::string& what) const;
   fs::path to_relative(const fs::path& file) const;
+  fs::path link_outside(const fs::path& p) const;
   // Before a change: for a file-backed session, takes the lock and re-reads the file (once until
   // the next save).
   void begin_change();
@@ -210,6 +211,7 @@ class Session {
   std::vector<SessionMask> masks_;
   std::vector<ChatTurn> chat_;
   std::vector<CacheEntry> cache_;
+  std::vector<fs::path> created_;  // step and mask files written since the last save(), removed if it fails
 };
 
 // Current UTC time as ISO-8601 ("2024-05-01T12:00:00Z").
