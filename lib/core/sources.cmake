@@ -1,4 +1,5 @@
 list(APPEND LLI_BASE_SOURCES
+  core/activity.cpp
   core/fs.cpp
   core/log.cpp
   core/quote.cpp

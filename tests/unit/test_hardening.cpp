@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
+#include "core/activity.h"
 #include "core/quote.h"
 #include "io/bounded_parse.h"
 #include "lli/error.h"
@@ -559,4 +560,44 @@ TEST_CASE("echoes: a newline inside a label, a JSON key, a tensor name or a flag
   // lli's log lines too.
   const std::string logged = capture_stderr([] { log_info("file {}", "a\nb.png"); });
   CHECK(logged == "file a\\nb.png\n");
+}
+
+TEST_CASE("activity: an allocation failure is reported with the innermost phase it left") {
+  (void)take_failed_activity();
+  std::string msg;
+  try {
+    Activity outer("running lli-x");
+    try {
+      Activity loading("loading the model m");
+      {
+        Activity inner("generating a 64x64 image");
+        CHECK(current_activity() == "generating a 64x64 image");
+        throw std::bad_alloc();
+      }
+    } catch (const std::bad_alloc& e) {
+      msg = out_of_memory_message("fallback", e.what());
+    }
+    CHECK(current_activity() == "running lli-x");
+  } catch (...) {
+    FAIL("nothing else escapes");
+  }
+  CHECK(msg == "out of memory while generating a 64x64 image");
+  // Taken once; a later failure outside any phase falls back to the open one, then the fallback.
+  {
+    Activity open("writing out.png");
+    CHECK(out_of_memory_message("fallback", "x") == "out of memory while writing out.png (x)");
+  }
+  CHECK(out_of_memory_message("running lli-y", "") == "out of memory while running lli-y");
+  // libtorch's allocator message keeps its first line only.
+  const std::string c10 =
+      "DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes. Error code 12 (Cannot "
+      "allocate memory)\nException raised from alloc_cpu at ../c10/core/impl/alloc_cpu.cpp:75";
+  CHECK(is_allocation_failure(c10));
+  CHECK(is_allocation_failure("LaMa: the generator failed on a 64x64 input: " + c10));
+  CHECK(is_allocation_failure("OpenCV(4.6.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 9 bytes"));
+  CHECK_FALSE(is_allocation_failure("out.png: write failed (No space left on device)"));
+  CHECK_FALSE(is_allocation_failure("self and mat2 must have the same dtype"));
+  const std::string m = out_of_memory_message("running lli-z", c10);
+  CHECK(m.find('\n') == std::string::npos);
+  CHECK(m.rfind("out of memory while running lli-z (DefaultCPUAllocator: can't allocate memory", 0) == 0);
 }

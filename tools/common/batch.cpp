@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "core/activity.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/log.h"
@@ -109,17 +110,19 @@ int run_batch(const CommonOptions& o, const std::string& tool,
     BatchItem item{input, input.stem().string(), output_for(input)};
     nlohmann::json result = {{"input", input.string()}, {"output", item.output.string()}};
     std::error_code e2;
-    if (fs::is_symlink(item.output, e2)) {
-      // Never written through, never replaced: the link may point anywhere.
-      const std::string msg = item.output.string() + ": is a symbolic link (to " +
-                              fs::read_symlink(item.output, e2).string() +
-                              "); lli does not write through or replace links in --outdir";
+    auto item_failed = [&](int code, const std::string& msg) {
       result["status"] = "error";
       result["error"] = msg;
-      result["exit_code"] = static_cast<int>(ExitCode::bad_input);
-      if (!first_error) first_error = static_cast<int>(ExitCode::bad_input);
+      result["exit_code"] = code;
+      if (!first_error) first_error = code;
       ++n_fail;
       print_error(tool, msg);
+    };
+    if (fs::is_symlink(item.output, e2)) {
+      // Never written through, never replaced: the link may point anywhere.
+      item_failed(static_cast<int>(ExitCode::bad_input),
+                  item.output.string() + ": is a symbolic link (to " + fs::read_symlink(item.output, e2).string() +
+                      "); lli does not write through or replace links in --outdir");
     } else if (!o.overwrite && fs::exists(item.output, e2)) {
       result["status"] = "skipped";
       result["reason"] = "output exists (use --overwrite to redo)";
@@ -128,25 +131,22 @@ int run_batch(const CommonOptions& o, const std::string& tool,
       if (fs::exists(item.output, e2) && fs::equivalent(item.output, input, e2))
         throw UsageError(item.output.string() + ": output would overwrite its input");
       try {
+        Activity processing("processing " + input.filename().string());
         fn(item, result);
         result["status"] = "ok";
         ++n_ok;
       } catch (const InterruptedError&) {
         throw;
       } catch (const Error& e) {
-        result["status"] = "error";
-        result["error"] = e.what();
-        result["exit_code"] = static_cast<int>(e.code());
-        if (!first_error) first_error = static_cast<int>(e.code());
-        ++n_fail;
-        print_error(tool, e.what());
+        if (e.code() == ExitCode::runtime && is_allocation_failure(e.what()))
+          item_failed(5, input.string() + ": " + out_of_memory_message(tool, e.what()));
+        else
+          item_failed(static_cast<int>(e.code()), e.what());
       } catch (const std::exception& e) {
-        result["status"] = "error";
-        result["error"] = e.what();
-        result["exit_code"] = 5;
-        if (!first_error) first_error = 5;
-        ++n_fail;
-        print_error(tool, input.string() + ": " + e.what());
+        const std::string what = e.what();
+        const bool oom = dynamic_cast<const std::bad_alloc*>(&e) || is_allocation_failure(what);
+        item_failed(5, input.string() + ": " + (oom ? out_of_memory_message(tool, what)
+                                                    : what.substr(0, what.find('\n'))));
       }
     }
     if (o.json) {

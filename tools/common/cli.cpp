@@ -8,6 +8,7 @@
 #include <new>
 #include <opencv2/core.hpp>
 
+#include "core/activity.h"
 #include "core/quote.h"
 #include "lli/device.h"
 #include "lli/error.h"
@@ -139,25 +140,31 @@ int run_tool(const std::string& tool, CLI::App& app, int argc, char** argv, Comm
     print_error(tool, msg);
     return code;
   };
+  const std::string fallback = "running " + tool;
   try {
+    Activity running(fallback);
     body();
     return 0;
   } catch (const InterruptedError&) {
     return fail(130, "interrupted; no partial output was written");
   } catch (const Error& e) {
+    // A library error that wraps an allocation failure (LaMa's generator, OpenCV's codecs, ...)
+    if (e.code() == ExitCode::runtime && is_allocation_failure(e.what()))
+      return fail(5, out_of_memory_message(fallback, e.what()));
     return fail(static_cast<int>(e.code()), e.what());
   } catch (const CLI::ParseError& e) {
     return fail(2, e.what());
-  } catch (const std::bad_alloc&) {
-    return fail(5, "out of memory");
+  } catch (const std::bad_alloc& e) {
+    return fail(5, out_of_memory_message(fallback, e.what()));
   } catch (const cv::Exception& e) {
-    return fail(5, std::string("OpenCV: ") + e.what());
+    const std::string msg = std::string("OpenCV: ") + e.what();
+    if (e.code == cv::Error::StsNoMem || is_allocation_failure(msg)) return fail(5, out_of_memory_message(fallback, msg));
+    return fail(5, msg);
   } catch (const std::exception& e) {
     std::string msg = e.what();
     // libtorch's c10::Error carries a multi-line backtrace; keep the first line.
-    auto nl = msg.find('\n');
-    if (nl != std::string::npos) msg = msg.substr(0, nl);
-    if (msg.find("alloc") != std::string::npos && msg.find("memory") != std::string::npos) return fail(5, "out of memory: " + msg);
+    msg = msg.substr(0, msg.find('\n'));
+    if (is_allocation_failure(msg)) return fail(5, out_of_memory_message(fallback, msg));
     return fail(5, msg);
   }
 }

@@ -8,6 +8,7 @@
 
 #include "common/batch.h"
 #include "common/cli.h"
+#include "core/activity.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/image.h"
@@ -97,6 +98,13 @@ pipelines::ChatOptions chat_options(const CommonOptions& o, const ChatFlags& f) 
   return co;
 }
 
+// The model, loaded under an Activity (an allocation failure reads "out of memory while loading
+// the model <name>").
+ChatSession load_chat(const ResolvedModel& m, const CommonOptions& o, const ChatFlags& f) {
+  Activity loading("loading the model " + m.name);
+  return ChatSession::load(m.dir, chat_options(o, f));
+}
+
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";
@@ -151,6 +159,7 @@ ChatAnswer ask_and_print(const CommonOptions& o, ChatSession& chat, const std::s
     };
   ChatAnswer a;
   try {
+    Activity answering("answering a question (" + std::to_string(cfg.max_new_tokens) + " new tokens at most)");
     a = chat.ask(question, cfg, sink);
   } catch (const InterruptedError&) {
     if (streamed) std::fputc('\n', out);  // end the partial answer's line before the error
@@ -179,7 +188,7 @@ void run_batch_mode(const CommonOptions& o, const ChatFlags& f, const SamplerCon
   if (f.interactive) throw UsageError("--interactive works on one image, not with a batch -i");
   if (o.outdir.empty()) throw UsageError("batch mode (-i " + o.image + ") needs --outdir DIR for the <stem>.txt answers");
   const ResolvedModel m = require_model(o, "lli-chat");
-  ChatSession chat = ChatSession::load(m.dir, chat_options(o, f));
+  ChatSession chat = load_chat(m, o, f);
   const int rc = run_batch(
       o, "lli-chat", [&](const fs::path& in) { return fs::path(o.outdir) / (in.stem().string() + ".txt"); },
       [&](const BatchItem& item, nlohmann::json& result) {
@@ -204,7 +213,7 @@ void run_interactive(const CommonOptions& o, const ChatFlags& f, const SamplerCo
     first = read_image(image_name).bgr;
   }
   const ResolvedModel m = require_model(o, "lli-chat");
-  ChatSession chat = ChatSession::load(m.dir, chat_options(o, f));
+  ChatSession chat = load_chat(m, o, f);
   if (!first.empty()) chat.set_image(first);
   if (sc.active()) {
     sc.save();  // an imported -i step is recorded even if no question follows
@@ -345,7 +354,7 @@ int main(int argc, char** argv) {
     const std::string input = sc.input_image();
     Image img = read_image(input);
     const ResolvedModel m = require_model(o, "lli-chat");
-    ChatSession chat = ChatSession::load(m.dir, chat_options(o, f));
+    ChatSession chat = load_chat(m, o, f);
     chat.set_image(img.bgr);
     const int step = sc.input_step();
     if (sc.active()) chat.set_history(session_exchanges(sc.get(), step));

@@ -15,6 +15,7 @@
 
 #include "common/batch.h"
 #include "common/cli.h"
+#include "core/activity.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/image.h"
@@ -171,6 +172,7 @@ class Models {
       lo.dtype = parse_dtype(o_.dtype);
       lo.max_side = e_.max_side;
       const double t0 = now_ms();
+      Activity loading("loading the model " + m.name);
       lama_ = std::make_unique<LamaInpainter>(m.dir, lo);
       lama_name_ = m.name;
       log_info("lli-edit: loaded {} in {:.0f} ms ({})", m.name, now_ms() - t0, lama_->describe());
@@ -194,6 +196,7 @@ class Models {
       GenerateOptions go;
       go.device = parse_device(o_.device);
       go.dtype = parse_dtype(o_.dtype);
+      Activity loading("loading the model " + m.name);
       gligen_ = std::make_unique<GLIGENGenerator>(m.dir, go);
       gligen_name_ = m.name;
       log_info("lli-edit: loaded {} in {:.0f} ms ({})", m.name, gligen_->load_ms(), gligen_->describe());
@@ -263,6 +266,7 @@ class Editor {
   bool diffusion() const { return diffusion_; }
 
   EditOutcome run(const EditInput& in) {
+    Activity editing(fmt::format("editing ({}) a {}x{} image", op_, in.bgr.cols, in.bgr.rows));
     if (op_ == "remove") return remove(in);
     if (op_ == "inpaint") return inpaint(in);
     if (op_ == "replace") return replace(in);

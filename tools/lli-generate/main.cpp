@@ -10,6 +10,7 @@
 
 #include "common/batch.h"
 #include "common/cli.h"
+#include "core/activity.h"
 #include "core/quote.h"
 #include "core/version.h"
 #include "io/bounded_parse.h"
@@ -204,6 +205,7 @@ class Runner {
 
   GLIGENGenerator& generator() {
     if (!gen_) {
+      Activity loading("loading the model " + model_.name);
       pipelines::GenerateOptions opts;
       opts.device = parse_device(o_.device);
       opts.dtype = parse_dtype(o_.dtype);
@@ -225,6 +227,8 @@ class Runner {
         log_debug("lli-generate: {} UNet calls, {:.2f} s/it", n, (now_ms() - t0) / 1000.0 / n);
       }
     };
+    GLIGENGenerator& gen = generator();
+    Activity generating(fmt::format("generating a {}x{} image", req.width, req.height));
     if (g_.preview_every > 0 && !preview_base.empty()) {
       req.preview_every = g_.preview_every;
       req.on_preview = [&](int, const std::vector<cv::Mat>& imgs) {
@@ -232,7 +236,7 @@ class Runner {
           write_image(numbered(preview_base, k, imgs.size()), imgs[k]);
       };
     }
-    return generator().generate(req);
+    return gen.generate(req);
   }
 
  private:

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/cli.h"
+#include "core/activity.h"
 #include "io/dtype_convert.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -66,6 +67,7 @@ void run(const Flags& f, const CommonOptions& o) {
     throw UsageError(f.out + " exists; remove it or pass --overwrite");
 
   // The model's structure names the linears to quantize (placeholders only: nothing is read).
+  Activity reading("reading the checkpoint " + f.in);
   const auto cfg = models::load_llava_config(in);
   const auto ckpt = st::Checkpoint::open(in);
   if (ckpt.metadata().count(nn::kQuantMetadataKey))
@@ -115,6 +117,7 @@ void run(const Flags& f, const CommonOptions& o) {
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
   const std::map<std::string, std::string> meta{{"format", "pt"}, {nn::kQuantMetadataKey, f.type}};
   for (const auto& [file, refs] : shards) {
+    Activity quantizing("quantizing " + file + " to " + f.type);
     std::vector<torch::Tensor> keep;  // quantized arrays, alive until the shard is written
     std::vector<st::TensorData> data;
     for (const st::TensorRef* ref : refs) {

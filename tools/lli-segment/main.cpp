@@ -6,6 +6,7 @@
 
 #include "common/batch.h"
 #include "common/cli.h"
+#include "core/activity.h"
 #include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/grabcut.h"
@@ -205,6 +206,7 @@ int main(int argc, char** argv) {
       opts.device = parse_device(o.device);
       opts.dtype = parse_dtype(o.dtype);
       const double t0 = now_ms();
+      Activity loading("loading the model " + m.name);
       sb.seg = std::make_unique<SamSegmenter>(m.dir, opts);
       sb.model_name = m.name;
       log_info("lli-segment: loaded {} in {:.0f} ms ({})", m.name, now_ms() - t0, sb.seg->describe());
@@ -213,6 +215,7 @@ int main(int argc, char** argv) {
       if (!so.everything && prompt.no_geometry())
         throw UsageError("nothing to segment: the prompt has no strokes, points or boxes" +
                          std::string(prompt.text.empty() ? "" : " (text prompts need a text-grounded backend)"));
+      Activity segmenting(fmt::format("segmenting a {}x{} image", bgr.cols, bgr.rows));
       SegmentRun r = sam ? sb.run(bgr, prompt, so, session, sha) : run_grabcut_backend(bgr, prompt, so);
       if (r.masks.empty()) log_info("lli-segment: no mask passed the filters");
       return r;
