@@ -53,8 +53,8 @@ case $TARGET in
   registry) MAX_LEN=16384; SEEDS=(configs/models.yaml "$F"/lama-tiny-a/config.yaml) ;;
   image) MAX_LEN=16384; SEEDS=("$F"/*/image.png "$F"/*/mask.png) ;;
   sentencepiece_model) MAX_LEN=16384 ;;
-  llama_tokenizer | clip_tokenizer | chat_template)
-    MAX_LEN=1024; SEEDS=("$F"/*/case.json README.md samples/README.md) ;;
+  chat_template) MAX_LEN=1024; SEEDS=("$F"/*/case.json README.md samples/README.md) ;;
+  llama_tokenizer | clip_tokenizer) MAX_LEN=256; SEEDS=("$F"/*/case.json README.md samples/README.md) ;;
 esac
 CORPUS=$BUILD/corpus/$TARGET
 ART=$BUILD/artifacts/$TARGET
@@ -79,10 +79,12 @@ rm -f "$ART"/*
 # single inputs take minutes on VMs with slow page faults (a false timeout); 16 MB still catches a
 # use after free within an input.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16:release_to_os_interval_ms=-1}
+# libFuzzer's -timeout is wall-clock time: on a shared, loaded machine a 4 ms input was once
+# paused for 68 s (a false "timeout"). 60 s still catches a real hang; LLI_FUZZ_TIMEOUT changes it.
 set +e
 START=$(date +%s)
 LLI_FUZZ_SCRATCH=$SCRATCH "$BIN" "$CORPUS" -max_total_time="$SECS" \
-  -max_len="$MAX_LEN" -timeout=10 -rss_limit_mb=4096 -artifact_prefix="$ART/" -print_final_stats=1 \
+  -max_len="$MAX_LEN" -timeout="${LLI_FUZZ_TIMEOUT:-60}" -report_slow_units="${LLI_FUZZ_TIMEOUT:-60}" -rss_limit_mb=4096 -artifact_prefix="$ART/" -print_final_stats=1 \
   "${DICT[@]}" "$@" >"$LOG" 2>&1
 RC=$?
 ELAPSED=$(($(date +%s) - START))

@@ -336,8 +336,9 @@ YAML::Node load_yaml_bounded(const std::string& text, const std::string& source,
     std::istringstream in(text);
     YAML::Parser parser(in);
     YamlDepthCheck check(max_depth);
-    while (parser.HandleNextDocument(check)) {
-    }
+    // The first document only: YAML::Load builds no other, and yaml-cpp 0.7 reports an endless
+    // stream of empty documents for some malformed text (",a": found by fuzzing, a hang).
+    (void)parser.HandleNextDocument(check);
     return YAML::Load(text);
   } catch (const YamlDepthError& e) {
     throw_error(error, yaml_where(source, e.mark) + ": YAML nesting deeper than " + std::to_string(max_depth) +
