@@ -1,13 +1,27 @@
 // Hardening (issue 11) with the real executables: deeply nested JSON / YAML in sessions, prompts
 // and checkpoints is refused with the file's exit code and one line (no crash), duplicate keys
-// and empty prompt files are bad inputs.
+// and empty prompt files are bad inputs; and the hard failures: SIGKILL at random moments, a full
+// disk, SIGTERM / SIGINT in a batch.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <set>
+#include <thread>
+
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "cli/cli_run.h"
+#include "lli/safetensors.h"
+#include "lli/session.h"
 
 using lli::test::Run;
 using lli::test::run;
@@ -157,7 +171,7 @@ TEST_CASE("cli hardening: 8 rounds of two concurrent lli-edit on one session rec
   for (const auto& e : fs::directory_iterator(t.path)) {
     const std::string name = e.path().filename().string();
     if (name.rfind("step-", 0) == 0) on_disk.insert(name);
-    CHECK_MESSAGE(name.find(".tmp-") == std::string::npos, name);
+    CHECK_MESSAGE(name.find(".lli-tmp-") == std::string::npos, name);
   }
   CHECK(on_disk == recorded);  // every image on disk is a recorded step
   CHECK(recorded.size() == 18);
@@ -224,4 +238,186 @@ TEST_CASE("cli hardening: a newline in a prompt label, a tensor name or a file n
   check_refused(r, 4, "\\nINJECTED", "tensor name with a newline");
   CHECK(r.err.find("checkpoint does not match the model") != std::string::npos);
   CHECK(!fs::exists(t / "out.png"));
+}
+
+// ---- hard failures: kills, full disks, memory limits, signals in a batch, symlinks -------------
+
+namespace {
+
+// A tool started by fork + exec in `cwd` (LLI_CONFIG as run() sets it), stdin from /dev/null,
+// stdout and stderr to files in `cwd`. `before_exec(pid)` runs in the parent while the child
+// waits, with the pid the tool will have. `fsize_bytes` / `as_bytes` > 0 set RLIMIT_FSIZE /
+// RLIMIT_AS in the child.
+struct Child {
+  pid_t pid = -1;
+  fs::path out, err;
+};
+
+Child spawn_tool(const std::vector<std::string>& args, const fs::path& cwd,
+                 const std::function<void(pid_t)>& before_exec = {}) {
+  int gate[2];
+  REQUIRE(::pipe(gate) == 0);
+  Child c;
+  c.out = cwd / ".child.stdout";
+  c.err = cwd / ".child.stderr";
+  const std::string config = std::string(LLI_SAMPLES) + "/../configs/models.yaml";
+  std::vector<std::string> argv_s = args;
+  argv_s[0] = lli::test::bin(args[0]);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(gate[1]);
+    char byte;
+    while (::read(gate[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    ::close(gate[0]);
+    if (::chdir(cwd.c_str()) != 0) ::_exit(126);
+    ::setenv("LLI_CONFIG", config.c_str(), 1);
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int o = ::open(c.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int e = ::open(c.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || o < 0 || e < 0) ::_exit(126);
+    ::dup2(in, 0);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(gate[0]);
+  if (before_exec) before_exec(pid);
+  const char go = 1;
+  (void)!::write(gate[1], &go, 1);
+  ::close(gate[1]);
+  c.pid = pid;
+  return c;
+}
+
+// Waits for the child; its exit code (128 + signal when killed).
+int wait_child(const Child& c) {
+  int status = 0;
+  while (::waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Names of lli temporary files (".lli-tmp-*") under `dir` (recursively).
+std::vector<std::string> temporaries(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.path().filename().string().rfind(".lli-tmp-", 0) == 0) out.push_back(e.path().string());
+  return out;
+}
+
+bool decodes_as(const fs::path& p, int w, int h) {
+  const cv::Mat m = cv::imread(p.string(), cv::IMREAD_UNCHANGED);
+  return !m.empty() && m.cols == w && m.rows == h;
+}
+
+}  // namespace
+
+TEST_CASE("cli hardening: a full disk (RLIMIT_FSIZE) is exit 5 and one line, no partial output, the session unchanged") {
+  TempDir t;
+  write_ball_mask(t / "m.png");
+  const std::string edit = "lli-edit remove -q --backend telea -i " + sample("messi5.jpg") + " --mask m.png";
+  // The edited photo is a ~300 KB PNG; 64 KB files at most.
+  Run r = run("ulimit -f 64; " + edit + " -o out.png", t);
+  check_refused(r, 5, "out.png", "output past RLIMIT_FSIZE");
+  CHECK(r.err.find("File too large") != std::string::npos);
+  CHECK(!fs::exists(t / "out.png"));
+  // An existing output stays as it was.
+  write_bytes(t / "out.png", "old bytes");
+  r = run("ulimit -f 64; " + edit + " -o out.png", t);
+  check_refused(r, 5, "out.png", "existing output past RLIMIT_FSIZE");
+  CHECK(slurp(t / "out.png") == "old bytes");
+
+  // A session: the new step's image does not fit. Nothing recorded, nothing left behind.
+  Run s = run(edit + " --session s.json", t);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  const std::string session_before = slurp(t / "s.json");
+  auto dir_listing = [&] {
+    std::set<std::string> names;
+    for (const auto& e : fs::recursive_directory_iterator(t.path)) names.insert(e.path().string());
+    return names;
+  };
+  const auto files_before = dir_listing();
+  r = run("ulimit -f 64; lli-edit remove -q --backend telea --session s.json --mask m.png", t);
+  check_refused(r, 5, "File too large", "session step past RLIMIT_FSIZE");
+  CHECK(slurp(t / "s.json") == session_before);
+  CHECK(dir_listing() == files_before);
+
+  // The step image fits but the session file does not (a long chat history): the step image
+  // written for it is removed again, the session file is unchanged.
+  cv::Mat small;
+  cv::resize(cv::imread((lli::test::samples_dir() / "messi5.jpg").string()), small, cv::Size(64, 40));
+  REQUIRE(cv::imwrite((t / "small.png").string(), small));
+  REQUIRE(cv::imwrite((t / "small-mask.png").string(), cv::Mat(40, 64, CV_8UC1, cv::Scalar(255))));
+  {
+    lli::Session big = lli::Session::load((t / "big.json").string());
+    big.import_image(t / "small.png");
+    for (int i = 0; i < 200; ++i) big.add_chat_turn(lli::ChatRole::user, std::string(1000, 'x'), 0);
+    big.save((t / "big.json").string());
+  }
+  REQUIRE(fs::file_size(t / "big.json") > 150000);
+  const std::string big_before = slurp(t / "big.json");
+  const auto big_files = dir_listing();
+  r = run("ulimit -f 128; lli-edit remove -q --backend telea --session big.json --mask small-mask.png", t);
+  check_refused(r, 5, "big.json", "session file past RLIMIT_FSIZE");
+  CHECK(slurp(t / "big.json") == big_before);
+  CHECK(dir_listing() == big_files);
+}
+
+TEST_CASE("cli hardening: SIGTERM and SIGINT in a batch keep finished items, half-write none, and a rerun resumes") {
+  TempDir t;
+  fs::create_directories(t / "in");
+  fs::create_directories(t / "masks");
+  cv::Mat big;
+  cv::resize(cv::imread((lli::test::samples_dir() / "messi5.jpg").string()), big, cv::Size(1096, 684));
+  cv::Mat mask = cv::Mat::zeros(684, 1096, CV_8UC1);
+  cv::circle(mask, cv::Point(724, 624), 60, cv::Scalar(255), cv::FILLED);
+  const int n = 12;
+  for (int i = 0; i < n; ++i) {
+    const std::string stem = fmt::format("img{:02d}", i);
+    REQUIRE(cv::imwrite((t / "in" / (stem + ".png")).string(), big));
+    REQUIRE(cv::imwrite((t / "masks" / (stem + ".png")).string(), mask));
+  }
+  const std::vector<std::string> batch = {"lli-edit", "remove", "-q", "--backend", "telea", "-i", "in",
+                                          "--mask", "masks", "--outdir", "out"};
+  auto outputs = [&] {
+    int k = 0;
+    if (fs::exists(t / "out"))
+      for (const auto& e : fs::directory_iterator(t / "out")) k += e.path().extension() == ".png";
+    return k;
+  };
+  for (const int sig : {SIGTERM, SIGINT}) {
+    fs::remove_all(t / "out");
+    const Child c = spawn_tool(batch, t.path);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (outputs() < 2 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    REQUIRE(::kill(c.pid, sig) == 0);
+    const int code = wait_child(c);
+    const std::string err = slurp(c.err);
+    const int done = outputs();
+    CHECK_MESSAGE(code == 130, err);
+    CHECK_MESSAGE(count_lines(err) == 1, err);
+    CHECK(err.find("interrupted") != std::string::npos);
+    CHECK(done >= 2);
+    CHECK(done < n);
+    std::map<std::string, std::string> kept;
+    for (const auto& e : fs::directory_iterator(t / "out")) {
+      CHECK_MESSAGE(decodes_as(e.path(), 1096, 684), e.path());
+      kept[e.path().filename().string()] = slurp(e.path());
+    }
+    CHECK(temporaries(t.path).empty());
+    MESSAGE("signal " << sig << ": " << done << " of " << n << " items finished before it, none partial");
+    // The rerun skips what is there and does the rest.
+    const Child again = spawn_tool(batch, t.path);
+    CHECK_MESSAGE(wait_child(again) == 0, slurp(again.err));
+    CHECK(outputs() == n);
+    for (const auto& [name, bytes] : kept) CHECK(slurp(t / "out" / name) == bytes);
+    for (const auto& e : fs::directory_iterator(t / "out")) CHECK(decodes_as(e.path(), 1096, 684));
+  }
 }
