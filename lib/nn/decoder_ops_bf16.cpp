@@ -202,19 +202,32 @@ bool rms_norm_bf16_applicable(const torch::Tensor& x, const torch::Tensor& w) {
   return D > 0 && D <= kMaxNormWidth && w.numel() == D && torch_sum_lanes() != 0;
 }
 
+#if LLI_HAVE_BF16_SIMD
+// rms_row over `rows` rows of x [rows, D]; with `delta`, each row is first h = bf16(x + delta)
+// (written to h) and h is normalised.
+static void rms_rows(const std::uint16_t* x, const std::uint16_t* delta, const std::uint16_t* w, std::int64_t rows,
+                     std::int64_t D, double eps, std::uint16_t* h, std::uint16_t* out) {
+  const int lanes = torch_sum_lanes();
+  at::parallel_for(0, rows, row_grain(D), [&](std::int64_t r0, std::int64_t r1) {
+    std::vector<float> sq(static_cast<std::size_t>(D));
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::uint16_t* src = x + r * D;
+      if (delta) {
+        add_row(src, delta + r * D, D, h + r * D);
+        src = h + r * D;
+      }
+      rms_row(src, w, D, static_cast<float>(eps), lanes, sq.data(), out + r * D);
+    }
+  });
+}
+#endif
+
 torch::Tensor rms_norm_bf16(const torch::Tensor& x, const torch::Tensor& w, double eps) {
   const std::int64_t D = x.size(-1);
   check(rms_norm_bf16_applicable(x, w), "rms_norm_bf16");
   auto out = torch::empty_like(x);  // [..., D]
 #if LLI_HAVE_BF16_SIMD
-  const auto* xp = cbits(x);
-  const auto* wp = cbits(w);
-  auto* op = bits(out);
-  const int lanes = torch_sum_lanes();
-  at::parallel_for(0, x.numel() / D, row_grain(D), [&](std::int64_t r0, std::int64_t r1) {
-    std::vector<float> sq(static_cast<std::size_t>(D));
-    for (std::int64_t r = r0; r < r1; ++r) rms_row(xp + r * D, wp, D, static_cast<float>(eps), lanes, sq.data(), op + r * D);
-  });
+  rms_rows(cbits(x), nullptr, cbits(w), x.numel() / D, D, eps, nullptr, bits(out));
 #endif
   return out;
 }
@@ -227,19 +240,7 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm_bf16(const torch::Tensor& x
   auto h = torch::empty_like(x);    // [..., D]
   auto out = torch::empty_like(x);  // [..., D]
 #if LLI_HAVE_BF16_SIMD
-  const auto* xp = cbits(x);
-  const auto* dp = cbits(delta);
-  const auto* wp = cbits(w);
-  auto* hp = bits(h);
-  auto* op = bits(out);
-  const int lanes = torch_sum_lanes();
-  at::parallel_for(0, x.numel() / D, row_grain(D), [&](std::int64_t r0, std::int64_t r1) {
-    std::vector<float> sq(static_cast<std::size_t>(D));
-    for (std::int64_t r = r0; r < r1; ++r) {
-      add_row(xp + r * D, dp + r * D, D, hp + r * D);
-      rms_row(hp + r * D, wp, D, static_cast<float>(eps), lanes, sq.data(), op + r * D);
-    }
-  });
+  rms_rows(cbits(x), cbits(delta), cbits(w), x.numel() / D, D, eps, bits(h), bits(out));
 #endif
   return {h, out};
 }
