@@ -80,6 +80,8 @@ struct Strides {
   std::int64_t b, h, l;  // elements; the last dim has stride 1
 };
 
+constexpr std::int64_t kPrefetchRows = 16;
+
 // One (batch, head, query row): scores over the visible keys, softmax, weighted sum of values.
 // `qrow` is already scaled (multiply_query) and rounded to bf16. scores: scratch of >= n floats.
 LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* kh, std::int64_t k_l,
@@ -95,8 +97,17 @@ LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* 
     qv[c] = _mm512_maskz_loadu_epi16(qm[c], qrow + 32 * c);
   }
   float mx = -INFINITY;
+  // Software prefetch kPrefetchRows key/value rows ahead: a decode step reads every layer's cache
+  // from memory (it does not stay in cache across the layers), and the hardware prefetchers stop
+  // at each 4 KiB page (measured: 3.8x slower than the same call with the cache warm).
+  const std::int64_t row_bytes = 2 * D;
+  auto prefetch_row = [&](const std::uint16_t* r) {
+    const char* c = reinterpret_cast<const char*>(r);
+    for (std::int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(c + b, _MM_HINT_T0);
+  };
   auto key_acc = [&](std::int64_t j) LLI_BF16_TARGET {
     const std::uint16_t* kr = kh + j * k_l;
+    prefetch_row(kr + kPrefetchRows * k_l);
     __m512 acc = _mm512_setzero_ps();
     for (std::int64_t c = 0; c < nq; ++c)
       acc = _mm512_dpbf16_ps(acc, (__m512bh)qv[c], (__m512bh)_mm512_maskz_loadu_epi16(qm[c], kr + 32 * c));
@@ -138,9 +149,11 @@ LLI_BF16_TARGET void attend_row(const std::uint16_t* qrow, const std::uint16_t* 
     const std::int64_t left = D - 16 * c;
     vm[c] = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
   }
+  for (std::int64_t j = 0; j < kPrefetchRows && j < n; ++j) prefetch_row(vh + j * v_l);
   for (std::int64_t j = 0; j < n; ++j) {
     const __m512 p = _mm512_set1_ps(round_bf16(scores[j] * inv));  // probabilities in bf16
     const std::uint16_t* vr = vh + j * v_l;
+    prefetch_row(vr + kPrefetchRows * v_l);
     for (std::int64_t c = 0; c < nv; ++c) acc[c] = _mm512_fmadd_ps(p, simd::load16(vr + 16 * c, vm[c]), acc[c]);
   }
   alignas(64) float o[256];

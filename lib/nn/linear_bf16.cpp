@@ -10,6 +10,7 @@
 
 #include "lli/device.h"
 #include "lli/error.h"
+#include "nn/parallel_rows.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -176,12 +177,7 @@ torch::Tensor linear_bf16(const torch::Tensor& x, const torch::Tensor& w, const 
   const auto* bp = bc.defined() ? static_cast<const std::uint16_t*>(bc.data_ptr()) : nullptr;
   auto* yp = static_cast<std::uint16_t*>(y.data_ptr());
   if (M > 0 && N > 0) {
-    // Equal shares of the output rows per thread (each thread streams one contiguous region).
-    const std::int64_t nt = std::max<std::int64_t>(1, std::min<std::int64_t>(at::get_num_threads(), N / 16));
-    at::parallel_for(0, nt, 1, [&](std::int64_t t0, std::int64_t t1) {
-      for (std::int64_t t = t0; t < t1; ++t)
-        rows_dispatch(xp, M, K, wp, K, N * t / nt, N * (t + 1) / nt, bp, yp, N);
-    });
+    parallel_rows(N, 16, [&](std::int64_t n0, std::int64_t n1) { rows_dispatch(xp, M, K, wp, K, n0, n1, bp, yp, N); });
   }
   return y.view(out_sizes);
 #else

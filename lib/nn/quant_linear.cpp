@@ -8,26 +8,19 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/quote.h"
 #include "lli/error.h"
 #include "lli/safetensors.h"
 #include "nn/layers.h"
+#include "nn/parallel_rows.h"
 
 namespace lli::nn {
 
 namespace {
 
 const void* ptr(const torch::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-
-// Splits [0, n) into libtorch's threads (equal contiguous shares).
-template <class F>
-void parallel_rows(std::int64_t n, std::int64_t min_rows, const F& f) {
-  const std::int64_t nt = std::max<std::int64_t>(1, std::min<std::int64_t>(at::get_num_threads(), n / min_rows));
-  at::parallel_for(0, nt, 1, [&](std::int64_t t0, std::int64_t t1) {
-    for (std::int64_t t = t0; t < t1; ++t) f(n * t / nt, n * (t + 1) / nt);
-  });
-}
 
 }  // namespace
 
@@ -149,12 +142,31 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
     quant::quantize_acts_bf16(static_cast<const std::uint16_t*>(x2.data_ptr()), M, w.K, w.K, &acts);
   else
     quant::quantize_acts(x2.data_ptr<float>(), M, w.K, w.K, &acts);
-  auto y = torch::empty({M, w.N}, torch::kFloat32);  // [M, N]
+  // fp32 sums in a buffer kept by the calling thread; each worker adds the bias to its own rows and
+  // rounds them into the output (the same numbers as y.add_(b.float()).to(x.dtype()), without two
+  // more passes and a fresh tensor per call).
+  static thread_local std::vector<float> ybuf;
+  ybuf.resize(static_cast<std::size_t>(M * w.N));
+  auto out = torch::empty({M, w.N}, x2.options());  // [M, N]
+  const torch::Tensor bias = b.defined() ? b.to(torch::kFloat32).contiguous() : b;
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const bool out_bf16 = out.scalar_type() == torch::kBFloat16;
+  auto* op = out.data_ptr();
   const auto m = w.view();
-  float* yp = y.data_ptr<float>();
-  if (M > 0) parallel_rows(w.N, 16, [&](std::int64_t n0, std::int64_t n1) { quant::matmul_rows(m, acts, n0, n1, yp, w.N); });
-  if (b.defined()) y.add_(b.to(torch::kFloat32));
-  return y.to(x.scalar_type()).view(out_sizes);
+  float* yp = ybuf.data();
+  if (M > 0)
+    parallel_rows(w.N, 16, [&](std::int64_t n0, std::int64_t n1) {
+      quant::matmul_rows(m, acts, n0, n1, yp, w.N);
+      for (std::int64_t r = 0; r < M; ++r)
+        for (std::int64_t n = n0; n < n1; ++n) {
+          const float v = bp ? yp[r * w.N + n] + bp[n] : yp[r * w.N + n];
+          if (out_bf16)
+            static_cast<c10::BFloat16*>(op)[r * w.N + n] = c10::BFloat16(v);  // round to nearest even
+          else
+            static_cast<float*>(op)[r * w.N + n] = v;
+        }
+    });
+  return out.view(out_sizes);
 }
 
 namespace {

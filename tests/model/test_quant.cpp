@@ -81,6 +81,14 @@ TEST_CASE("quant linear: relative error vs fp32 per format, decode and prefill p
         auto gb = lli::nn::quant_linear(x.to(torch::kBFloat16), qw, b.to(torch::kBFloat16));
         CHECK((gb.scalar_type() == torch::kBFloat16));
         CHECK(rel_err(gb.to(torch::kFloat32) - b, got) < 0.03);
+        if (M <= lli::nn::kQuantGemvMaxRows) {
+          // The kernel path rounds once: fp32 sums + bias, then to bf16 (as .to(kBFloat16) does).
+          auto xb = x.to(torch::kBFloat16), bb = b.to(torch::kBFloat16);
+          auto g32 = lli::nn::quant_linear(xb.to(torch::kFloat32), qw, bb.to(torch::kFloat32));
+          CHECK(torch::equal(lli::nn::quant_linear(xb, qw, bb), g32.to(torch::kBFloat16)));
+          auto g32n = lli::nn::quant_linear(xb.to(torch::kFloat32), qw, {});
+          CHECK(torch::equal(lli::nn::quant_linear(xb, qw, {}), g32n.to(torch::kBFloat16)));
+        }
       }
     }
 }
