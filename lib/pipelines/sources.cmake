@@ -1,7 +1,8 @@
 list(APPEND LLI_BASE_SOURCES
   pipelines/grabcut.cpp
   pipelines/inpaint_telea.cpp
-  pipelines/edit_region.cpp)
+  pipelines/edit_region.cpp
+  pipelines/llava_grounding.cpp)
 list(APPEND LLI_TORCH_SOURCES
   pipelines/chat.cpp
   pipelines/segment_sam.cpp
