@@ -428,6 +428,9 @@ std::int64_t ChatSession::context_length() const { return impl_->model->cfg.text
 std::string ChatSession::dtype_name() const { return dtype_choice_name(impl_->dtype_choice); }
 std::string ChatSession::weights_name() const { return st::residency_name(impl_->weights); }
 std::string ChatSession::weight_format() const { return m::llava_weight_format(*impl_->model); }
+ChatImageAspect ChatSession::image_aspect() const {
+  return impl_->aspect == m::ImageAspect::pad_square ? ChatImageAspect::pad : ChatImageAspect::crop;
+}
 std::string ChatSession::device_name() const { return impl_->device_choice.str(); }
 
 ChatAnswer ChatSession::ask(const std::string& question_in, const SamplerConfig& cfg,

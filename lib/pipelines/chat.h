@@ -134,6 +134,7 @@ class ChatSession {
   std::string device_name() const;      // "cpu", "cuda:0"
   std::string weights_name() const;     // the residency used: "mmap" or "copy"
   std::string weight_format() const;    // the language model's linear weights: "f32", "bf16", "q8_0", "q4_k"
+  ChatImageAspect image_aspect() const;  // how images are fitted to the vision tower
 
  private:
   struct Impl;

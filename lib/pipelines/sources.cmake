@@ -5,6 +5,7 @@ list(APPEND LLI_BASE_SOURCES
   pipelines/llava_grounding.cpp)
 list(APPEND LLI_TORCH_SOURCES
   pipelines/chat.cpp
+  pipelines/ground_llava.cpp
   pipelines/segment_sam.cpp
   pipelines/generate.cpp
   pipelines/edit.cpp

@@ -15,6 +15,8 @@
 #include "models/llava.h"
 #include "models/llava_preprocess.h"
 #include "pipelines/chat.h"
+#include "pipelines/ground_llava.h"
+#include "core/quote.h"
 #include "test_util.h"
 
 namespace {
@@ -226,4 +228,45 @@ TEST_CASE("chat pipeline: the KV cache grows across turns keeping what it holds"
   fresh.set_history({{"What is shown?", a1.text}});
   ChatAnswer f2 = fresh.ask("Tell me more.", greedy(400));
   CHECK(f2.tokens == a2.tokens);
+}
+
+// The LLaVA grounder's plumbing on llava-tiny-a (random weights: the answer is not a real box, so
+// this checks the path — the question asked, the padded image, the answer quoted in the error or a
+// box mapped into the photo — not where the box is).
+TEST_CASE("chat pipeline: the LLaVA grounder asks LLaVA-1.5's box question on the padded image") {
+  const cv::Mat img = fixture_image();
+  {
+    ChatSession crop = ChatSession::load(llava_dir(), f32_options());
+    CHECK_THROWS_AS(lli::pipelines::ground_with_llava(crop, img, "the ball"), lli::UsageError);
+  }
+  ChatOptions o = f32_options();
+  o.image_aspect = lli::pipelines::ChatImageAspect::pad;
+  ChatSession chat = ChatSession::load(llava_dir(), o);
+  CHECK((chat.image_aspect() == lli::pipelines::ChatImageAspect::pad));
+  std::string error;
+  lli::pipelines::LlavaGrounding g;
+  try {
+    g = lli::pipelines::ground_with_llava(chat, img, "the ball");
+  } catch (const lli::RuntimeError& e) {
+    error = e.what();
+  }
+  REQUIRE(chat.history().size() == 1);
+  const auto& ex = chat.history().back();
+  CHECK(ex.question == lli::pipelines::llava_grounding_question("the ball"));
+  CHECK(chat.render_prompt("x").find("Please provide the bounding box coordinate") != std::string::npos);
+  const auto parsed = lli::pipelines::parse_llava_box(ex.answer);
+  MESSAGE("llava-tiny-a's answer: " << lli::quote_excerpt(ex.answer, 200));
+  if (parsed) {
+    CHECK(error.empty());
+    CHECK(g.answer == ex.answer);
+    CHECK_FALSE(g.box.empty());
+    CHECK(g.box.x1 <= img.cols);
+    CHECK(g.box.y1 <= img.rows);
+  } else {
+    CHECK(error.find("llava grounder: no box") != std::string::npos);
+    CHECK(error.find(lli::quote_excerpt(ex.answer)) != std::string::npos);
+    CHECK(error.find('\n') == std::string::npos);
+  }
+  // The answer was generated greedily within the grounding budget.
+  CHECK(chat.prompt_tokens("x").size() > 0);
 }
