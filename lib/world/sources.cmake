@@ -1,0 +1,2 @@
+list(APPEND LLI_BASE_SOURCES
+  world/shapes_world.cpp)
