@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -232,6 +233,29 @@ std::shared_ptr<Mapping> anonymous_region(std::size_t n, const std::string& file
   return m;
 }
 
+// Gives the parts of [base, base + n) that the kernel backed with 4 KiB pages at first touch (no
+// free 2 MiB page then: memory fragmented by the page cache or other processes) huge pages now,
+// copying them (MADV_COLLAPSE, Linux >= 6.1; an older kernel refuses the call and nothing
+// changes). Reads over 4 KiB pages ran at about half the speed here. Skipped when the
+// administrator turned transparent huge pages off ("[never]") or LLI_HUGEPAGE_COLLAPSE=0.
+void collapse_to_huge_pages(void* base, std::size_t n) {
+#ifdef MADV_COLLAPSE
+  constexpr int kCollapse = MADV_COLLAPSE;
+#else
+  constexpr int kCollapse = 25;  // Linux's value; glibc 2.36's headers do not name it yet
+#endif
+  const char* e = std::getenv("LLI_HUGEPAGE_COLLAPSE");
+  if (e && std::strcmp(e, "0") == 0) return;
+  static const bool thp_off = [] {
+    std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string line;
+    return !f || !std::getline(f, line) || line.find("[never]") != std::string::npos;
+  }();
+  if (thp_off) return;
+  const std::size_t whole = n / kHugePage * kHugePage;  // base is 2 MiB aligned
+  if (whole) ::madvise(base, whole, kCollapse);
+}
+
 struct CopyEntry {
   TensorRef* ref;       // data/dtype/nbytes are filled in here
   std::uint64_t begin;  // offset in the file's data section
@@ -313,6 +337,7 @@ void copy_entries(int fd, const std::string& file, std::uint64_t data_start, std
   work(true);
   for (auto& t : pool) t.join();
   if (failed) fail(file, error);
+  collapse_to_huge_pages(region->base, total);
   if (opts.progress) opts.progress(data_done + done.load(), data_total);
 }
 
