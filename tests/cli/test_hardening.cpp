@@ -421,3 +421,86 @@ TEST_CASE("cli hardening: SIGTERM and SIGINT in a batch keep finished items, hal
     for (const auto& e : fs::directory_iterator(t / "out")) CHECK(decodes_as(e.path(), 1096, 684));
   }
 }
+
+TEST_CASE("cli hardening: symlinks: an --outdir item or session entry linked outside is refused, a link at a temporary name is never followed") {
+  TempDir t;
+  TempDir outside;  // a sibling directory: outside t, so outside every session directory in t
+  write_ball_mask(t / "m.png");
+  write_bytes(outside / "victim.png", "victim");
+
+  // --outdir: a link where an output goes. Refused for that item (exit 3, one line naming it) with
+  // or without --overwrite, never written through, never replaced; the other item is written.
+  fs::create_directories(t / "in");
+  fs::copy_file(lli::test::samples_dir() / "messi5.jpg", t / "in" / "a.jpg");
+  fs::copy_file(lli::test::samples_dir() / "messi5.jpg", t / "in" / "b.jpg");
+  fs::create_directories(t / "out");
+  fs::create_symlink(outside / "victim.png", t / "out" / "a.mask.png");
+  for (const char* extra : {"", " --overwrite"}) {
+    Run r = run(std::string("lli-segment -q --backend grabcut -i in --point 360,310 --outdir out") + extra, t);
+    // One line for the item, one for the batch's summary.
+    INFO("--outdir link" << extra << "\n" << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.err.find("lli-segment: error: out/a.mask.png: is a symbolic link (to " + (outside / "victim.png").string() +
+                     "); lli does not write through or replace links in --outdir\n") == 0);
+    CHECK(r.err.find("some batch items failed") != std::string::npos);
+    CHECK(count_lines(r.err) == 2);
+    CHECK(slurp(outside / "victim.png") == "victim");
+    CHECK(fs::is_symlink(t / "out" / "a.mask.png"));
+    CHECK(decodes_as(t / "out" / "b.mask.png", 548, 342));
+  }
+
+  // A session step replaced by a link to an identical file outside the session directory (the
+  // sha256 matches): refused, exit 3, one line naming the step file; the session unchanged.
+  Run s = run("lli-edit remove -q --backend telea -i " + sample("messi5.jpg") + " --session s.json --mask m.png", t);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  const lli::Session session = lli::Session::load((t / "s.json").string());
+  REQUIRE(fs::equivalent(session.dir(), t.path));  // the session directory is the session file's folder
+  const std::string step_name = session.steps().back().file;
+  const fs::path step = t / step_name;
+  fs::copy_file(step, outside / "step.png");
+  fs::copy_file(step, t / "inside-copy.png");
+  fs::remove(step);
+  // Control: a link to a copy inside the session directory is accepted (the refusal is about
+  // where the link leads, not about links as such).
+  fs::create_symlink(t / "inside-copy.png", step);
+  const std::string session_before = slurp(t / "s.json");
+  Run r = run("lli-edit remove -q --backend telea --session s.json --mask m.png --json", t);
+  CHECK_MESSAGE(r.code == 0, r.err);
+  // Back to the state before (the control's step image stays, unrecorded), then the link outside.
+  write_bytes(t / "s.json", session_before);
+  fs::remove(step);
+  fs::create_symlink(outside / "step.png", step);
+  std::set<std::string> listing_before;
+  for (const auto& e : fs::directory_iterator(t.path)) listing_before.insert(e.path().filename().string());
+  r = run("lli-edit remove -q --backend telea --session s.json --mask m.png", t);
+  check_refused(r, 3, step_name + ": steps[" + std::to_string(session.size() - 1) + "] image of s.json is a symbolic link to " +
+                          (outside / "step.png").string() + ", outside the session directory; refused",
+                "session entry linked outside");
+  CHECK(slurp(t / "s.json") == session_before);
+  std::set<std::string> listing_after;
+  for (const auto& e : fs::directory_iterator(t.path)) listing_after.insert(e.path().filename().string());
+  CHECK(listing_after == listing_before);  // no step image written for the refused run
+  // The same with --session-dir naming the folder explicitly.
+  r = run("lli-edit remove -q --backend telea --session s.json --session-dir . --mask m.png", t);
+  check_refused(r, 3, "outside the session directory; refused", "session entry linked outside, --session-dir");
+
+  // Links planted at the names the tool's temporary files will have (they follow from its pid):
+  // never opened or followed, the output written under another temporary name.
+  const std::vector<std::string> seg = {"lli-segment", "-q", "--backend", "grabcut", "-i",
+                                        (lli::test::samples_dir() / "messi5.jpg").string(), "--point", "360,310",
+                                        "-o", "planted.png"};
+  const Child c = spawn_tool(seg, t.path, [&](pid_t pid) {
+    for (int k = 0; k < 4; ++k)
+      fs::create_symlink(outside / "victim.png", t / fmt::format(".lli-tmp-{}-{}-planted.png", pid, k));
+  });
+  CHECK_MESSAGE(wait_child(c) == 0, slurp(c.err));
+  CHECK(slurp(outside / "victim.png") == "victim");
+  CHECK(decodes_as(t / "planted.png", 548, 342));
+  CHECK(!fs::is_symlink(t / "planted.png"));
+  CHECK(temporaries(t.path).size() == 4);  // the planted links; the next run removes them (dead pid)
+  Run next = run("lli-segment -q --backend grabcut -i " + sample("messi5.jpg") + " --point 360,310 -o planted.png", t);
+  CHECK_MESSAGE(next.code == 0, next.err);
+  CHECK(temporaries(t.path).empty());
+  CHECK(slurp(outside / "victim.png") == "victim");
+  CHECK(fs::exists(outside / "victim.png"));
+}
