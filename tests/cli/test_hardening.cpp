@@ -1,9 +1,11 @@
 // Hardening (issue 11) with the real executables: deeply nested JSON / YAML in sessions, prompts
 // and checkpoints is refused with the file's exit code and one line (no crash), duplicate keys
 // and empty prompt files are bad inputs; and the hard failures: SIGKILL at random moments, a full
-// disk, SIGTERM / SIGINT in a batch.
+// disk, SIGTERM / SIGINT in a batch, symbolic links in the way of an output.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -316,7 +319,155 @@ bool decodes_as(const fs::path& p, int w, int h) {
   return !m.empty() && m.cols == w && m.rows == h;
 }
 
+// Runs a tool to completion (exit 0 required); its wall time in seconds.
+double run_seconds(const std::vector<std::string>& args, const fs::path& cwd) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Child c = spawn_tool(args, cwd);
+  const int code = wait_child(c);
+  REQUIRE_MESSAGE(code == 0, slurp(c.err));
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
+
+TEST_CASE("cli hardening: SIGKILL at random moments leaves outputs, sessions and prompt caches old or complete") {
+  TempDir t;
+  std::mt19937 rng(1111);
+  const std::string messi = (lli::test::samples_dir() / "messi5.jpg").string();
+  write_ball_mask(t / "m.png");
+  int kills = 0, runs = 0, mid_write = 0;
+  // Runs `args` until `want` runs were killed by SIGKILL while running (a run that finished first
+  // does not count). Kill times: every third run 0-3 ms after the tool created its n-th temporary
+  // file (n from 1 to `temps`, seen with inotify: a kill in the middle of writing an output),
+  // the others uniform over the whole run or over its last quarter. `before(i)` sets up run i,
+  // `check(i)` looks at what the kill left.
+  auto campaign = [&](const std::vector<std::string>& args, int want, int temps, const std::function<void(int)>& before,
+                      const std::function<void(int)>& check) {
+    const double d = run_seconds(args, t.path);
+    int got = 0, got_mid = 0;
+    for (int i = 0; got < want && i < 4 * want; ++i) {
+      before(i);
+      const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+      REQUIRE(watch >= 0);
+      REQUIRE(::inotify_add_watch(watch, t.path.c_str(), IN_CREATE) >= 0);
+      const Child c = spawn_tool(args, t.path);
+      if (i % 3 == 0) {
+        // Wait (at most 10 runs' time) for the n-th ".lli-tmp-<pid>-" file.
+        const std::string prefix = fmt::format(".lli-tmp-{}-", c.pid);
+        const int nth = std::uniform_int_distribution<int>(1, temps)(rng);
+        int seen = 0;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(10 * d + 5);
+        while (seen < nth && std::chrono::steady_clock::now() < until) {
+          pollfd pfd{watch, POLLIN, 0};
+          if (::poll(&pfd, 1, 20) <= 0) continue;
+          alignas(inotify_event) char buf[4096];
+          const ssize_t n = ::read(watch, buf, sizeof buf);
+          for (ssize_t off = 0; off < n;) {
+            const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+            if (ev->len && std::string(ev->name).rfind(prefix, 0) == 0) ++seen;
+            off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng)));
+      } else {
+        std::uniform_real_distribution<double> delay(i % 3 == 2 ? 0.75 * d : 0.0, 1.05 * d);
+        std::this_thread::sleep_for(std::chrono::duration<double>(delay(rng)));
+      }
+      ::kill(c.pid, SIGKILL);  // a zombie (finished already) is not hurt
+      ::close(watch);
+      const bool killed = wait_child(c) == 128 + SIGKILL;
+      got += killed;
+      bool left_temp = false;
+      for (const auto& name : temporaries(t.path))
+        left_temp |= name.find(fmt::format("/.lli-tmp-{}-", c.pid)) != std::string::npos;
+      got_mid += killed && left_temp;
+      ++runs;
+      check(i);
+    }
+    MESSAGE(args[0] << ": " << got << " kills, " << got_mid << " of them left a temporary file (" << d
+                    << " s per run)");
+    kills += got;
+    mid_write += got_mid;
+  };
+
+  // 1. An output image (lli-edit writes a 288 KB PNG): absent, the old file, or the whole new one.
+  const std::vector<std::string> edit_out = {"lli-edit", "remove", "-q", "--backend", "telea", "-i", messi,
+                                             "--mask", "m.png", "-o", "out.png"};
+  REQUIRE(run_seconds(edit_out, t.path) > 0);
+  const std::string fresh = slurp(t / "out.png");
+  REQUIRE(decodes_as(t / "out.png", 548, 342));
+  REQUIRE(cv::imwrite((t / "old.png").string(), cv::Mat(4, 4, CV_8UC1, cv::Scalar(7))));
+  const std::string old = slurp(t / "old.png");
+  campaign(
+      edit_out, 24, 1,
+      [&](int i) {
+        if (i % 4 < 2)
+          fs::remove(t / "out.png");
+        else
+          fs::copy_file(t / "old.png", t / "out.png", fs::copy_options::overwrite_existing);
+      },
+      [&](int i) {
+        const bool exists = fs::exists(t / "out.png");
+        const std::string now = exists ? slurp(t / "out.png") : "";
+        CHECK_MESSAGE((!exists ? i % 4 < 2 : (now == fresh || (i % 4 >= 2 && now == old))), "run " << i);
+      });
+
+  // 2. A session (lli-edit appends a step: a step image, then the session file): the file always
+  //    parses, its steps are the old ones or one more, every recorded step's image is there with
+  //    its sha256. (A step image written just before the kill may stay unrecorded: SECURITY.md.)
+  const Run first = run("lli-edit remove -q --backend telea -i " + sample("messi5.jpg") + " --session s.json --mask m.png", t);
+  REQUIRE_MESSAGE(first.code == 0, first.err);
+  const std::vector<std::string> edit = {"lli-edit", "remove", "-q", "--backend", "telea", "--session", "s.json",
+                                         "--mask", "m.png"};
+  int before_steps = 0;
+  std::string before_text;
+  campaign(
+      edit, 24, 2,
+      [&](int) {
+        before_text = slurp(t / "s.json");
+        before_steps = lli::Session::load((t / "s.json").string()).size();
+      },
+      [&](int i) {
+        INFO("run " << i);
+        const std::string now = slurp(t / "s.json");
+        CHECK((now == before_text || json::parse(now)["steps"].size() == static_cast<std::size_t>(before_steps) + 1));
+        const lli::Session s = lli::Session::load((t / "s.json").string());
+        CHECK((s.size() == before_steps || s.size() == before_steps + 1));
+        for (int k = 0; k < s.size(); ++k) CHECK_NOTHROW(s.verify_step(k));
+      });
+
+  // 3. A prompt cache (lli-chat on the tiny LLaVA): absent, or a whole safetensors file that the
+  //    next run can use.
+  const fs::path llava = lli::test::fixtures_dir() / "llava-tiny-a";
+  const std::vector<std::string> chat = {"lli-chat", "-q", "-m", llava.string(), "-i", (llava / "image.png").string(),
+                                         "What is shown?", "--temperature", "0", "--max-new-tokens", "4", "--dtype",
+                                         "f32", "--prompt-cache", "pc.kv"};
+  campaign(
+      chat, 12, 1,
+      [&](int i) {
+        if (i % 3 == 0) fs::remove(t / "pc.kv");
+      },
+      [&](int i) {
+        INFO("run " << i);
+        if (fs::exists(t / "pc.kv")) CHECK_NOTHROW(lli::st::File::open(t / "pc.kv"));
+      });
+  MESSAGE(runs << " runs, " << kills << " killed with SIGKILL while running, " << mid_write
+               << " of them while writing (a temporary file left); no destination was ever partial");
+  CHECK(kills >= 50);
+  CHECK(mid_write >= 10);
+
+  // The next run in the directory removes what the killed runs left there.
+  REQUIRE(run_seconds(edit_out, t.path) > 0);
+  const auto left = temporaries(t.path);
+  CHECK_MESSAGE(left.empty(), left.size() << " temporary files left, e.g. " << (left.empty() ? "" : left[0]));
+  CHECK(slurp(t / "out.png") == fresh);
+  // And the prompt cache left by the last kill (or run) is used by the next one.
+  const Run again = run("lli-chat -m " + q(llava) + " -i " + q(llava / "image.png") +
+                            " 'What is shown?' --temperature 0 --max-new-tokens 4 --dtype f32 --prompt-cache pc.kv",
+                        t);
+  CHECK_MESSAGE(again.code == 0, again.err);
+  CHECK_MESSAGE(again.err.find("prompt cache not used") == std::string::npos, again.err);
+}
 
 TEST_CASE("cli hardening: a full disk (RLIMIT_FSIZE) is exit 5 and one line, no partial output, the session unchanged") {
   TempDir t;
@@ -420,4 +571,87 @@ TEST_CASE("cli hardening: SIGTERM and SIGINT in a batch keep finished items, hal
     for (const auto& [name, bytes] : kept) CHECK(slurp(t / "out" / name) == bytes);
     for (const auto& e : fs::directory_iterator(t / "out")) CHECK(decodes_as(e.path(), 1096, 684));
   }
+}
+
+TEST_CASE("cli hardening: symlinks: an --outdir item or session entry linked outside is refused, a link at a temporary name is never followed") {
+  TempDir t;
+  TempDir outside;  // a sibling directory: outside t, so outside every session directory in t
+  write_ball_mask(t / "m.png");
+  write_bytes(outside / "victim.png", "victim");
+
+  // --outdir: a link where an output goes. Refused for that item (exit 3, one line naming it) with
+  // or without --overwrite, never written through, never replaced; the other item is written.
+  fs::create_directories(t / "in");
+  fs::copy_file(lli::test::samples_dir() / "messi5.jpg", t / "in" / "a.jpg");
+  fs::copy_file(lli::test::samples_dir() / "messi5.jpg", t / "in" / "b.jpg");
+  fs::create_directories(t / "out");
+  fs::create_symlink(outside / "victim.png", t / "out" / "a.mask.png");
+  for (const char* extra : {"", " --overwrite"}) {
+    Run r = run(std::string("lli-segment -q --backend grabcut -i in --point 360,310 --outdir out") + extra, t);
+    // One line for the item, one for the batch's summary.
+    INFO("--outdir link" << extra << "\n" << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.err.find("lli-segment: error: out/a.mask.png: is a symbolic link (to " + (outside / "victim.png").string() +
+                     "); lli does not write through or replace links in --outdir\n") == 0);
+    CHECK(r.err.find("some batch items failed") != std::string::npos);
+    CHECK(count_lines(r.err) == 2);
+    CHECK(slurp(outside / "victim.png") == "victim");
+    CHECK(fs::is_symlink(t / "out" / "a.mask.png"));
+    CHECK(decodes_as(t / "out" / "b.mask.png", 548, 342));
+  }
+
+  // A session step replaced by a link to an identical file outside the session directory (the
+  // sha256 matches): refused, exit 3, one line naming the step file; the session unchanged.
+  Run s = run("lli-edit remove -q --backend telea -i " + sample("messi5.jpg") + " --session s.json --mask m.png", t);
+  REQUIRE_MESSAGE(s.code == 0, s.err);
+  const lli::Session session = lli::Session::load((t / "s.json").string());
+  REQUIRE(fs::equivalent(session.dir(), t.path));  // the session directory is the session file's folder
+  const std::string step_name = session.steps().back().file;
+  const fs::path step = t / step_name;
+  fs::copy_file(step, outside / "step.png");
+  fs::copy_file(step, t / "inside-copy.png");
+  fs::remove(step);
+  // Control: a link to a copy inside the session directory is accepted (the refusal is about
+  // where the link leads, not about links as such).
+  fs::create_symlink(t / "inside-copy.png", step);
+  const std::string session_before = slurp(t / "s.json");
+  Run r = run("lli-edit remove -q --backend telea --session s.json --mask m.png --json", t);
+  CHECK_MESSAGE(r.code == 0, r.err);
+  // Back to the state before (the control's step image stays, unrecorded), then the link outside.
+  write_bytes(t / "s.json", session_before);
+  fs::remove(step);
+  fs::create_symlink(outside / "step.png", step);
+  std::set<std::string> listing_before;
+  for (const auto& e : fs::directory_iterator(t.path)) listing_before.insert(e.path().filename().string());
+  r = run("lli-edit remove -q --backend telea --session s.json --mask m.png", t);
+  check_refused(r, 3, step_name + ": steps[" + std::to_string(session.size() - 1) + "] image of s.json is a symbolic link to " +
+                          (outside / "step.png").string() + ", outside the session directory; refused",
+                "session entry linked outside");
+  CHECK(slurp(t / "s.json") == session_before);
+  std::set<std::string> listing_after;
+  for (const auto& e : fs::directory_iterator(t.path)) listing_after.insert(e.path().filename().string());
+  CHECK(listing_after == listing_before);  // no step image written for the refused run
+  // The same with --session-dir naming the folder explicitly.
+  r = run("lli-edit remove -q --backend telea --session s.json --session-dir . --mask m.png", t);
+  check_refused(r, 3, "outside the session directory; refused", "session entry linked outside, --session-dir");
+
+  // Links planted at the names the tool's temporary files will have (they follow from its pid):
+  // never opened or followed, the output written under another temporary name.
+  const std::vector<std::string> seg = {"lli-segment", "-q", "--backend", "grabcut", "-i",
+                                        (lli::test::samples_dir() / "messi5.jpg").string(), "--point", "360,310",
+                                        "-o", "planted.png"};
+  const Child c = spawn_tool(seg, t.path, [&](pid_t pid) {
+    for (int k = 0; k < 4; ++k)
+      fs::create_symlink(outside / "victim.png", t / fmt::format(".lli-tmp-{}-{}-planted.png", pid, k));
+  });
+  CHECK_MESSAGE(wait_child(c) == 0, slurp(c.err));
+  CHECK(slurp(outside / "victim.png") == "victim");
+  CHECK(decodes_as(t / "planted.png", 548, 342));
+  CHECK(!fs::is_symlink(t / "planted.png"));
+  CHECK(temporaries(t.path).size() == 4);  // the planted links; the next run removes them (dead pid)
+  Run next = run("lli-segment -q --backend grabcut -i " + sample("messi5.jpg") + " --point 360,310 -o planted.png", t);
+  CHECK_MESSAGE(next.code == 0, next.err);
+  CHECK(temporaries(t.path).empty());
+  CHECK(slurp(outside / "victim.png") == "victim");
+  CHECK(fs::exists(outside / "victim.png"));
 }
