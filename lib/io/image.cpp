@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/activity.h"
 #include "core/quote.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -343,6 +344,7 @@ cv::Mat decode_image_bytes(std::string_view bytes, const std::string& name) {
   refuse_unless_allowed(name, problem);
   cv::Mat decoded;
   std::string cv_error;
+  bool no_memory = false;
   // libjpeg / libpng print their warnings and errors on stderr themselves: captured, and said
   // once, in lli's error or in one log line naming the file.
   const std::string codec = codec_line(capture_stderr([&] {
@@ -351,8 +353,16 @@ cv::Mat decode_image_bytes(std::string_view bytes, const std::string& name) {
       decoded = cv::imdecode(buf, cv::IMREAD_COLOR);  // 8-bit BGR, EXIF orientation applied
     } catch (const cv::Exception& e) {
       cv_error = e.err.empty() ? std::string(e.what()) : e.err;
+      no_memory = e.code == cv::Error::StsNoMem || is_allocation_failure(cv_error);
     }
   }));
+  if (no_memory) {
+    // Not a bad file: the pixels did not fit in memory (ulimit -v, a cgroup). Exit 5, "out of
+    // memory while decoding ...".
+    Activity decoding(fmt::format("decoding the {}x{} {} image {}", info.width, info.height,
+                                  image_format_name(info.format), name));
+    throw RuntimeError(name + ": " + one_line(cv_error, 200));
+  }
   if (!cv_error.empty())
     throw InputError(fmt::format("{}: cannot decode {} image: {}{}", name, image_format_name(info.format),
                                  one_line(cv_error, 200), codec.empty() ? "" : " (" + codec + ")"));

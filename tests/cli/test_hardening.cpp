@@ -319,6 +319,23 @@ bool decodes_as(const fs::path& p, int w, int h) {
   return !m.empty() && m.cols == w && m.rows == h;
 }
 
+// Runs a tool to completion (exit 0 required); the largest address space (VmPeak, KiB) seen while
+// polling /proc every 2 ms.
+long peak_vsz_kib(const std::vector<std::string>& args, const fs::path& cwd) {
+  const Child c = spawn_tool(args, cwd);
+  long peak = 0;
+  int status = 0;
+  while (::waitpid(c.pid, &status, WNOHANG) == 0) {
+    std::ifstream f("/proc/" + std::to_string(c.pid) + "/status");
+    for (std::string line; std::getline(f, line);)
+      if (line.rfind("VmPeak:", 0) == 0) peak = std::max(peak, std::stol(line.substr(7)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  REQUIRE_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), slurp(c.err));
+  REQUIRE(peak > 0);
+  return peak;
+}
+
 // Runs a tool to completion (exit 0 required); its wall time in seconds.
 double run_seconds(const std::vector<std::string>& args, const fs::path& cwd) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -518,6 +535,70 @@ TEST_CASE("cli hardening: a full disk (RLIMIT_FSIZE) is exit 5 and one line, no 
   check_refused(r, 5, "big.json", "session file past RLIMIT_FSIZE");
   CHECK(slurp(t / "big.json") == big_before);
   CHECK(dir_listing() == big_files);
+}
+
+TEST_CASE("cli hardening: a memory limit (RLIMIT_AS) is exit 5, one line 'out of memory while ...', never an abort") {
+  TempDir t;
+  // A 10000x10000 (100 MP, the default limit) photo-like PNG of 360 KB: 300 MB of pixels once
+  // decoded, more for grabcut's and SAM's full-size masks.
+  {
+    cv::Mat huge(10000, 10000, CV_8UC3, cv::Scalar(40, 120, 200));
+    cv::circle(huge, cv::Point(5000, 5000), 2000, cv::Scalar(250, 250, 250), cv::FILLED);
+    REQUIRE(cv::imwrite((t / "huge.png").string(), huge));
+  }
+  const std::string messi = (lli::test::samples_dir() / "messi5.jpg").string();
+  const fs::path sam = lli::test::fixtures_dir() / "sam-tiny-a";
+  // libtorch, OpenCV and the thread pools map a lot at start (about 0.9 GB of address space for
+  // lli-segment on 2 cores): each limit is the tool's measured peak on messi5.jpg plus a margin,
+  // checked to be enough for messi5.jpg, and far too small for the 100 MP image.
+  auto check_oom = [&](const Run& r, const std::string& needle, const std::string& what) {
+    check_refused(r, 5, needle, what);
+    for (const char* crash : {"terminate called", "what():", "Aborted", "Segmentation", "core dumped", "c10::Error"})
+      CHECK_MESSAGE(r.err.find(crash) == std::string::npos, what << "\n" << r.err);
+    CHECK(!fs::exists(t / "out.png"));
+    CHECK(temporaries(t.path).empty());
+  };
+  struct Case {
+    std::string name;
+    std::vector<std::string> flags;
+    long margin_kib;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      // The decoded pixels do not fit: exit 5 (was exit 3, "cannot decode PNG image: Failed to allocate").
+      {"grabcut, +48 MiB", {"--backend", "grabcut"}, 48 << 10,
+       "out of memory while decoding the 10000x10000 PNG image huge.png (huge.png: "},
+      // They fit, the segmentation's full-size buffers do not.
+      {"grabcut, +256 MiB", {"--backend", "grabcut"}, 256 << 10, "out of memory while "},
+      {"SAM (sam-tiny-a), +96 MiB", {"-m", sam.string()}, 96 << 10, "out of memory while "},
+  };
+  for (const Case& c : cases) {
+    // lli-segment -q FLAGS -i IMAGE --point X,Y -o OUT, as argv and as a shell command under `ulimit -v`.
+    auto argv = [&](const std::string& image, const char* point, const char* out) {
+      std::vector<std::string> a = {"lli-segment", "-q"};
+      a.insert(a.end(), c.flags.begin(), c.flags.end());
+      a.insert(a.end(), {"-i", image, "--point", point, "-o", out});
+      return a;
+    };
+    auto limited = [&](long limit_kib, const std::vector<std::string>& a) {
+      std::string cmd = fmt::format("ulimit -v {}; lli-segment", limit_kib);
+      for (std::size_t i = 1; i < a.size(); ++i) cmd += " " + q(a[i]);
+      return run(cmd, t);
+    };
+    const long peak = peak_vsz_kib(argv(messi, "360,310", "small.png"), t.path);
+    const long limit = peak + c.margin_kib;
+    MESSAGE(c.name << ": peak address space on messi5.jpg " << peak / 1024 << " MiB, limit " << limit / 1024 << " MiB");
+    // Enough for the small photo ...
+    const Run ok = limited(limit, argv(messi, "360,310", "small.png"));
+    CHECK_MESSAGE(ok.code == 0, c.name << ": the limit is too small for messi5.jpg\n" << ok.err);
+    // ... not for the 100 MP image: one line, exit 5, within seconds (an allocation fails at once).
+    const auto t0 = std::chrono::steady_clock::now();
+    const Run r = limited(limit, argv("huge.png", "5000,5000", "out.png"));
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    MESSAGE(c.name << ": " << secs << " s: " << r.err);
+    check_oom(r, c.needle, c.name);
+    CHECK(r.err.rfind("lli-segment: error: out of memory while ", 0) == 0);
+  }
 }
 
 TEST_CASE("cli hardening: SIGTERM and SIGINT in a batch keep finished items, half-write none, and a rerun resumes") {
