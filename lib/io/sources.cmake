@@ -7,6 +7,7 @@ list(APPEND LLI_BASE_SOURCES
   io/session.cpp
   io/registry.cpp
   io/pil_resize.cpp
+  io/ndimage_resize.cpp
   io/png_text.cpp
   io/protobuf_wire.cpp)
 list(APPEND LLI_TORCH_SOURCES

@@ -42,9 +42,11 @@ struct CLIPTextConfig : CLIPEncoderConfig {
   std::int64_t pad_token_id = 1;
   std::int64_t bos_token_id = 49406;
   std::int64_t eos_token_id = 49407;
+  // OWL-ViT / OWLv2 text towers always pool at argmax(input_ids), whatever eos_token_id says.
+  bool pool_at_argmax_id = false;
 
   CLIPTextPooling pooling() const {
-    return eos_token_id == 2 ? CLIPTextPooling::argmax_id : CLIPTextPooling::first_eos;
+    return pool_at_argmax_id || eos_token_id == 2 ? CLIPTextPooling::argmax_id : CLIPTextPooling::first_eos;
   }
   nn::CLIPLayerConfig layer_config() const { return encoder_layer_config(/*causal=*/true); }
 };

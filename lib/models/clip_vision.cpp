@@ -50,9 +50,9 @@ torch::Tensor CLIPVisionEmbeddingsImpl::forward(const torch::Tensor& pixel_value
   return emb + position_embedding->weight.unsqueeze(0);  // position_ids = arange(1 + P)
 }
 
-CLIPVisionTransformerImpl::CLIPVisionTransformerImpl(const CLIPVisionConfig& cfg) {
+CLIPVisionTransformerImpl::CLIPVisionTransformerImpl(const CLIPVisionConfig& c) : cfg(c) {
   embeddings = register_module("embeddings", CLIPVisionEmbeddings(cfg));
-  pre_layrnorm = register_module("pre_layrnorm", nn::LayerNorm(cfg.hidden_size, cfg.layer_norm_eps));
+  pre_layrnorm = register_module(cfg.pre_layernorm_key, nn::LayerNorm(cfg.hidden_size, cfg.layer_norm_eps));
   encoder = register_module("encoder", nn::CLIPEncoder(cfg.layer_config(), cfg.num_hidden_layers));
   post_layernorm = register_module("post_layernorm", nn::LayerNorm(cfg.hidden_size, cfg.layer_norm_eps));
 }
@@ -61,8 +61,8 @@ CLIPVisionModelImpl::CLIPVisionModelImpl(const CLIPVisionConfig& c) : cfg(c) {
   vision_model = register_module("vision_model", CLIPVisionTransformer(c));
 }
 
-std::vector<torch::Tensor> CLIPVisionModelImpl::hidden_states(const torch::Tensor& pixel_values, std::int64_t up_to,
-                                                              const nn::Tap& tap) {
+std::vector<torch::Tensor> CLIPVisionTransformerImpl::hidden_states(const torch::Tensor& pixel_values,
+                                                                    std::int64_t up_to, const nn::Tap& tap) {
   torch::NoGradGuard no_grad;
   const auto n = cfg.num_hidden_layers;
   if (up_to < 0) up_to = n;
@@ -71,15 +71,19 @@ std::vector<torch::Tensor> CLIPVisionModelImpl::hidden_states(const torch::Tenso
                        std::to_string(n + 1));
   std::vector<torch::Tensor> states;
   states.reserve(static_cast<std::size_t>(up_to + 1));
-  auto& vm = *vision_model;
-  auto h = vm.pre_layrnorm(vm.embeddings(pixel_values));  // [B, T, D]
+  auto h = pre_layrnorm(embeddings(pixel_values));  // [B, T, D]
   nn::tap_if(tap, "vision.hidden_state", 0, h);
   states.push_back(h);
-  vm.encoder->forward(h, /*mask=*/{}, up_to, [&](std::int64_t i, const torch::Tensor& x) {
+  encoder->forward(h, /*mask=*/{}, up_to, [&](std::int64_t i, const torch::Tensor& x) {
     nn::tap_if(tap, "vision.hidden_state", i + 1, x);
     states.push_back(x);
   });
   return states;
+}
+
+std::vector<torch::Tensor> CLIPVisionModelImpl::hidden_states(const torch::Tensor& pixel_values, std::int64_t up_to,
+                                                              const nn::Tap& tap) {
+  return vision_model->hidden_states(pixel_values, up_to, tap);
 }
 
 torch::Tensor CLIPVisionModelImpl::pooled(const torch::Tensor& last_hidden_state) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "models/clip_config.h"
@@ -30,6 +31,9 @@ struct CLIPVisionConfig : CLIPEncoderConfig {
   std::int64_t num_channels = 3;
   std::int64_t image_size = 224;
   std::int64_t patch_size = 32;
+  // The checkpoint key of the layer norm before the encoder: CLIP's own (sic) spelling, or
+  // "pre_layernorm" (OWL-ViT / OWLv2 vision towers).
+  std::string pre_layernorm_key = "pre_layrnorm";
 
   std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   std::int64_t num_positions() const { return num_patches() + 1; }
@@ -54,8 +58,13 @@ TORCH_MODULE(CLIPVisionEmbeddings);
 
 struct CLIPVisionTransformerImpl : torch::nn::Module {
   explicit CLIPVisionTransformerImpl(const CLIPVisionConfig& cfg);
+  // See CLIPVisionModelImpl::hidden_states.
+  std::vector<torch::Tensor> hidden_states(const torch::Tensor& pixel_values, std::int64_t up_to = -1,
+                                           const nn::Tap& tap = {});
+
+  CLIPVisionConfig cfg;
   CLIPVisionEmbeddings embeddings{nullptr};
-  nn::LayerNorm pre_layrnorm{nullptr};  // (sic) the checkpoint's spelling
+  nn::LayerNorm pre_layrnorm{nullptr};  // registered as cfg.pre_layernorm_key
   nn::CLIPEncoder encoder{nullptr};
   nn::LayerNorm post_layernorm{nullptr};  // for pooled output; LLaVA does not use it
 };

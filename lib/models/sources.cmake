@@ -12,6 +12,8 @@ list(APPEND LLI_TORCH_SOURCES
   models/sam.cpp
   models/sam_preprocess.cpp
   models/clip_text.cpp
+  models/owl_preprocess.cpp
+  models/owl.cpp
   models/unet.cpp
   models/gligen_position_net.cpp
   models/vae.cpp

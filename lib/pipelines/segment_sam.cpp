@@ -23,6 +23,7 @@
 #include "lli/log.h"
 #include "models/sam.h"
 #include "models/sam_preprocess.h"
+#include "pipelines/feature_cache.h"
 
 namespace lli::pipelines {
 
@@ -37,18 +38,6 @@ double now_ms() {
 constexpr const char* kEmbeddingFormat = "lli-sam-embedding";
 constexpr const char* kEmbeddingVersion = "1";
 constexpr const char* kEmbeddingTensor = "image_embeddings";
-
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string tensor_bytes(const torch::Tensor& t) {
-  auto c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  return std::string(static_cast<const char*>(c.data_ptr()), static_cast<std::size_t>(c.numel()) * 4);
-}
 
 [[noreturn]] void embedding_error(const std::string& source, const std::string& why) {
   throw InputError(source + ": not a usable SAM embedding: " + why);
@@ -266,11 +255,9 @@ SamSegmenter::SamSegmenter(const std::filesystem::path& dir, const SamOptions& o
                      std::to_string(H) + " does not give the " + std::to_string(cfg.vision.image_size) +
                      "x" + std::to_string(cfg.vision.image_size) + " input the image encoder expects");
   // Fingerprint: config.json + a few small weights that differ between checkpoints.
-  std::string fp = read_text(dir / "config.json");
-  fp += tensor_bytes(impl_->model->shared_image_embedding->positional_embedding);
-  fp += tensor_bytes(impl_->model->mask_decoder->iou_token->weight);
-  fp += tensor_bytes(impl_->model->vision_encoder->patch_embed->projection->bias);
-  impl_->fingerprint = sha256_hex(fp);
+  impl_->fingerprint = model_fingerprint(dir / "config.json", {impl_->model->shared_image_embedding->positional_embedding,
+                                                                impl_->model->mask_decoder->iou_token->weight,
+                                                                impl_->model->vision_encoder->patch_embed->projection->bias});
 }
 
 SamSegmenter::~SamSegmenter() = default;
@@ -311,61 +298,28 @@ SamEmbedding SamSegmenter::compute_embedding(const cv::Mat& bgr) const {
 
 std::string SamSegmenter::embedding_to_bytes(const SamEmbedding& e) const {
   const auto& d = e.impl();
-  auto t = d.embeddings.to(torch::kCPU, torch::kFloat32).contiguous();
-  const std::size_t nbytes = static_cast<std::size_t>(t.numel()) * 4;
-  nlohmann::ordered_json h = nlohmann::ordered_json::object();
-  h["__metadata__"] = {{"format", kEmbeddingFormat},
-                       {"version", kEmbeddingVersion},
-                       {"fingerprint", d.fingerprint},
-                       {"original_h", std::to_string(d.sizes.original_h)},
-                       {"original_w", std::to_string(d.sizes.original_w)},
-                       {"reshaped_h", std::to_string(d.sizes.reshaped_h)},
-                       {"reshaped_w", std::to_string(d.sizes.reshaped_w)},
-                       {"encoder_dtype", d.encoder_dtype}};
-  h[kEmbeddingTensor] = {{"dtype", "F32"}, {"shape", t.sizes().vec()}, {"data_offsets", {0, nbytes}}};
-  std::string head = h.dump();
-  head.append((8 - head.size() % 8) % 8, ' ');
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((head.size() >> (8 * i)) & 0xff);
-  out += head;
-  out.append(static_cast<const char*>(t.data_ptr()), nbytes);
-  return out;
+  return feature_cache_bytes({{kEmbeddingTensor, d.embeddings}},
+                             {{"format", kEmbeddingFormat},
+                              {"version", kEmbeddingVersion},
+                              {"fingerprint", d.fingerprint},
+                              {"original_h", std::to_string(d.sizes.original_h)},
+                              {"original_w", std::to_string(d.sizes.original_w)},
+                              {"reshaped_h", std::to_string(d.sizes.reshaped_h)},
+                              {"reshaped_w", std::to_string(d.sizes.reshaped_w)},
+                              {"encoder_dtype", d.encoder_dtype}});
 }
 
 SamEmbedding SamSegmenter::embedding_from_bytes(std::string_view bytes, const std::string& source) const {
-  auto fail = [&](const std::string& why) { embedding_error(source, why); };
-  if (bytes.size() < 8) fail("too short");
-  std::uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)])) << (8 * i);
-  if (n > bytes.size() - 8 || n > 100000000) fail("header length " + std::to_string(n) + " exceeds the data");
-  nlohmann::json h;
-  try {
-    h = parse_json_bounded(bytes.substr(8, n), "header", ExitCode::bad_input);  // depth-bounded, no duplicates
-  } catch (const InputError& e) {
-    fail(e.what());
-  }
-  if (!h.is_object()) fail("the header is not a JSON object");
-  auto meta = h.value("__metadata__", nlohmann::json::object());
-  auto get = [&](const char* key) -> std::string {
-    if (!meta.is_object() || !meta.contains(key) || !meta[key].is_string())
-      embedding_error(source, std::string("no metadata '") + key + "'");
-    return meta[key].get<std::string>();
-  };
-  if (get("format") != kEmbeddingFormat) fail("format '" + get("format") + "' (expected " + kEmbeddingFormat + ")");
-  if (get("version") != kEmbeddingVersion) fail("version '" + get("version") + "' (expected " + kEmbeddingVersion + ")");
-  if (get("fingerprint") != impl_->fingerprint) fail("it was computed by another model (fingerprint differs)");
-  auto to_int = [&](const char* key) {
-    const std::string s = get(key);
-    int v = 0;
-    try {
-      std::size_t pos = 0;
-      v = std::stoi(s, &pos);
-      if (pos != s.size() || v <= 0) throw std::invalid_argument(s);
-    } catch (const std::exception&) {
-      fail(std::string("metadata '") + key + "' = '" + s + "' is not a positive integer");
-    }
-    return v;
-  };
+  const auto& cfg = impl_->model->cfg;
+  FeatureCacheSpec spec;
+  spec.what = "SAM embedding";
+  spec.format = kEmbeddingFormat;
+  spec.version = kEmbeddingVersion;
+  spec.fingerprint = impl_->fingerprint;
+  spec.shapes[kEmbeddingTensor] = {1, cfg.embed_dim(), cfg.grid(), cfg.grid()};
+  std::map<std::string, torch::Tensor> tensors;
+  const auto meta = parse_feature_cache(bytes, source, spec, tensors);
+  auto to_int = [&](const char* key) { return feature_cache_positive_int(meta, key, source, spec.what); };
   m::SamImageInputs sizes;
   sizes.original_h = to_int("original_h");
   sizes.original_w = to_int("original_w");
@@ -373,29 +327,15 @@ SamEmbedding SamSegmenter::embedding_from_bytes(std::string_view bytes, const st
   sizes.reshaped_w = to_int("reshaped_w");
   auto expect = m::sam_preprocess_shape(sizes.original_h, sizes.original_w, impl_->pc.longest_edge);
   if (impl_->pc.do_resize && (expect.first != sizes.reshaped_h || expect.second != sizes.reshaped_w))
-    fail("resized size " + std::to_string(sizes.reshaped_w) + "x" + std::to_string(sizes.reshaped_h) +
-         " does not follow from the original " + std::to_string(sizes.original_w) + "x" +
-         std::to_string(sizes.original_h));
-  if (h.size() != 2 || !h.contains(kEmbeddingTensor)) fail("expected exactly one tensor 'image_embeddings'");
-  const auto& te = h[kEmbeddingTensor];
-  const auto& cfg = impl_->model->cfg;
-  const std::vector<std::int64_t> want{1, cfg.embed_dim(), cfg.grid(), cfg.grid()};
-  const std::size_t nbytes = static_cast<std::size_t>(cfg.embed_dim() * cfg.grid() * cfg.grid()) * 4;
-  if (!te.is_object() || te.value("dtype", nlohmann::json()) != "F32") fail("image_embeddings must be F32");
-  if (!te.contains("shape") || te["shape"] != nlohmann::json(want))
-    fail("image_embeddings shape " + (te.contains("shape") ? te["shape"].dump() : std::string("?")) + " (model: " +
-         nlohmann::json(want).dump() + ")");
-  if (!te.contains("data_offsets") || te["data_offsets"] != nlohmann::json({0, nbytes}) ||
-      8 + n + nbytes != bytes.size())
-    fail("data size does not match the shape");
-  auto t = torch::empty(want, torch::kFloat32);
-  std::memcpy(t.data_ptr(), bytes.data() + 8 + n, nbytes);
-  if (!torch::isfinite(t).all().item<bool>()) fail("non-finite values");
+    embedding_error(source, "resized size " + std::to_string(sizes.reshaped_w) + "x" + std::to_string(sizes.reshaped_h) +
+                                " does not follow from the original " + std::to_string(sizes.original_w) + "x" +
+                                std::to_string(sizes.original_h));
   auto e = std::make_shared<SamEmbedding::Impl>();
-  e->embeddings = t.to(impl_->device);
+  e->embeddings = tensors[kEmbeddingTensor].to(impl_->device);
   e->sizes = sizes;
   e->fingerprint = impl_->fingerprint;
-  e->encoder_dtype = get("encoder_dtype");
+  auto dt = meta.find("encoder_dtype");
+  e->encoder_dtype = dt == meta.end() ? "" : dt->second;
   return SamEmbedding(e);
 }
 

@@ -7,6 +7,7 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_decoder_ops_bf16.cpp
   model/test_chat_pipeline.cpp
   model/test_clip_text.cpp
+  model/test_owl.cpp
   model/test_schedulers.cpp
   model/test_unet.cpp
   model/test_vae.cpp

@@ -12,6 +12,7 @@ set(LLI_UNIT_TEST_SOURCES
   unit/test_png_text.cpp
   unit/test_edit_region.cpp
   unit/test_grounding.cpp
+  unit/test_ndimage_resize.cpp
   unit/test_shapes_world.cpp
   unit/test_hardening.cpp
   unit/test_fuzz_regressions.cpp
