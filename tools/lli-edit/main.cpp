@@ -15,6 +15,7 @@
 
 #include "common/batch.h"
 #include "common/cli.h"
+#include "common/grounding.h"
 #include "core/activity.h"
 #include "lli/error.h"
 #include "lli/fs.h"
@@ -25,6 +26,7 @@
 #include "pipelines/edit_region.h"
 #include "pipelines/generate.h"
 #include "pipelines/inpaint_lama.h"
+#include "pipelines/segment_sam.h"
 
 using namespace lli;
 using namespace lli::cli;
@@ -45,6 +47,11 @@ Examples:
   lli-edit replace -i dog.jpg --mask dog.mask.png --text "a cat" --seed 3 -o cat.png
   lli-edit move -i photo.jpg --mask ball.mask.png --offset -120,10 -o moved.png --blend poisson
   lli-edit move --session s.json --to-box 10,200,110,300 --regenerate --text "a red ball"
+  lli-edit replace -i photo.jpg --target "the dog" "a cat" -o cat.png   # grounded: no mask needed
+  lli-edit remove -i photo.jpg --target "the ball" -o clean.png
+--target PHRASE finds the object itself: a text grounder (OWLv2 / OWL-ViT, or --grounder llava) gives
+its box, SAM (--sam-model, default models.yaml tools.lli-segment.model) its mask; without SAM the box
+is the mask. --all-instances takes every detection. No detection above --box-threshold: exit 3.
 Masks: every non-zero pixel is the object (as LaMa). Defaults: remove/move dilate the mask by round(50 * longer side / 512) px (the seed system's 50 px at
 512 px; --dilate 0 = none); inpaint/replace run GLIGEN inpainting (models.yaml tools.lli-edit.inpaint_model)
 with beta 1.0 on a square crop around the region (+ --context px) resized to the model's size, and paste
@@ -72,6 +79,11 @@ struct EditOptions {
   // move
   std::string offset, to_box, blend = "alpha";
   bool regenerate = false;
+  // --target: the object named instead of a mask (remove / replace / move)
+  std::string target;
+  std::string sam_model;
+  GroundingOptions grounding;
+  std::string positional_text;  // replace: `--target "the dog" "a cat"`
 };
 
 std::uint64_t random_seed() {
@@ -116,6 +128,59 @@ cv::Mat session_mask(Session& s, int step) {
     throw InputError(s.name() + ": the latest mask was made on step " + std::to_string(masks.back().step) +
                      ", not on step " + std::to_string(step) + " (the input); run lli-segment on it or pass --mask");
   return acc;
+}
+
+// The mask of the object named by --target: grounded boxes (every instance or the best one), each
+// turned into a mask by SAM when a SAM checkpoint is available, else filled. Fills `info`.
+cv::Mat target_mask(const CommonOptions& o, const EditOptions& e, const cv::Mat& bgr, Session* session,
+                    const std::string& sha, json& info) {
+  TextGrounder g(o, e.grounding, "lli-edit");
+  GroundingRun run = g.run(bgr, {e.target}, session, sha);
+  if (run.selected.empty())
+    throw InputError("no detection of \"" + e.target.substr(0, 60) + "\" above --box-threshold " +
+                     fmt::format("{}", e.grounding.box_threshold) +
+                     (run.best.empty() || !run.best[0].score ? std::string()
+                                                              : fmt::format(" (best score {:.3f})", *run.best[0].score)));
+  std::unique_ptr<SamSegmenter> sam;
+  std::string sam_name = e.sam_model.empty() ? registry(o).tool_string("lli-segment", "model", "") : e.sam_model;
+  if (!sam_name.empty()) {
+    try {
+      const ResolvedModel m = registry(o).resolve_model(sam_name);
+      SamOptions so;
+      so.device = parse_device(o.device);
+      so.dtype = parse_dtype(o.dtype);
+      Activity loading("loading the model " + m.name);
+      sam = std::make_unique<SamSegmenter>(m.dir, so);
+      sam_name = m.name;
+    } catch (const ModelError& err) {
+      if (!e.sam_model.empty()) throw;
+      log_info("lli-edit: SAM ('{}') is not installed; the grounded box is the mask", sam_name);
+    }
+  }
+  cv::Mat mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
+  json boxes = json::array();
+  if (sam) {
+    SamPrompt sp;
+    for (const auto& b : run.selected) sp.boxes.push_back({b.x0, b.y0, b.x1, b.y1});
+    for (const auto& m : sam->segment(sam->compute_embedding(bgr), sp)) cv::bitwise_or(mask, m.mask, mask);
+  } else {
+    for (const auto& b : run.selected) {
+      const cv::Rect r = cv::Rect(cv::Point(static_cast<int>(std::floor(b.x0)), static_cast<int>(std::floor(b.y0))),
+                                  cv::Point(static_cast<int>(std::ceil(b.x1)), static_cast<int>(std::ceil(b.y1)))) &
+                         cv::Rect(0, 0, bgr.cols, bgr.rows);
+      mask(r).setTo(255);
+    }
+  }
+  for (const auto& b : run.selected) boxes.push_back(b.to_json());
+  info["target"] = e.target;
+  info["grounder"] = g.kind();
+  info["grounder_model"] = g.model_name();
+  info["target_boxes"] = boxes;
+  info["target_mask_from"] = sam ? "sam " + sam_name : std::string("box");
+  log_info("lli-edit: \"{}\": {} box(es) from {}, mask from {}", e.target.substr(0, 60), run.selected.size(), g.model_name(),
+           sam ? sam_name : std::string("the box"));
+  if (cv::countNonZero(mask) == 0) throw InputError("the mask of \"" + e.target.substr(0, 60) + "\" is empty");
+  return mask;
 }
 
 std::pair<int, int> parse_pair(const std::string& flag, const std::string& v) {
@@ -221,6 +286,7 @@ class Models {
 struct EditInput {
   cv::Mat bgr;
   cv::Mat mask;  // remove / replace / move
+  json target_info = json::object();  // --target: how the mask was found
   Prompt prompt;  // inpaint (pixels)
   std::string mask_name;
 };
@@ -522,6 +588,13 @@ int main(int argc, char** argv) {
   }
   replace->add_option("--dilate", e.dilate, "Grow the object mask by this many pixels (default: a fifth of remove's)")
       ->check(CLI::Range(0, 4096));
+  for (auto* sub : {remove, replace, move}) {
+    sub->add_option("--target", e.target, "Find the object by name instead of --mask (a text grounder + SAM)");
+    sub->add_option("--sam-model", e.sam_model, "--target: the SAM checkpoint (default models.yaml tools.lli-segment.model; "
+                                                "none installed: the box is the mask)");
+    add_grounding_flags(*sub, e.grounding);
+  }
+  replace->add_option("phrase", e.positional_text, "What to put in its place (the same as --text)");
   add_prompt_flags(*inpaint, po, /*with_text=*/false);
   add_diffusion_flags(inpaint, e, /*text_is_phrase=*/false);
   add_diffusion_flags(replace, e, /*text_is_phrase=*/true);
@@ -534,10 +607,17 @@ int main(int argc, char** argv) {
 
   return run_tool("lli-edit", app, argc, argv, o, [&] {
     const std::string op = remove->parsed() ? "remove" : inpaint->parsed() ? "inpaint" : replace->parsed() ? "replace" : "move";
+    if (!e.positional_text.empty()) {
+      if (!e.text.empty()) throw UsageError("replace: give the new phrase once (--text or the positional argument)");
+      e.text = e.positional_text;
+    }
+    if (!e.target.empty() && !e.mask.empty()) throw UsageError("--target and --mask exclude each other");
+    if (!e.target.empty() && e.target.find_first_not_of(" \t\r\n") == std::string::npos)
+      throw UsageError("--target: an empty phrase");
     Models models(o, e);
     Editor ed(op, o, e, models);
     // Torch threads/device only matter for the neural paths (checked again when a model loads).
-    apply_runtime_options(o, /*uses_torch=*/op != "remove" || e.backend != "telea");
+    apply_runtime_options(o, /*uses_torch=*/op != "remove" || e.backend != "telea" || !e.target.empty());
     ed.prepare();
     const bool needs_mask = op != "inpaint";
 
@@ -546,7 +626,11 @@ int main(int argc, char** argv) {
       EditInput in;
       in.bgr = read_image(image_path).bgr;
       if (needs_mask) {
-        if (!mask_path.empty()) {
+        if (!e.target.empty()) {
+          const std::string sha = session && step >= 0 ? session->step(step).sha256 : "";
+          in.mask = target_mask(o, e, in.bgr, session, sha, in.target_info);
+          in.mask_name = "the mask of \"" + e.target.substr(0, 40) + "\"";
+        } else if (!mask_path.empty()) {
           in.mask = read_edit_mask(mask_path);
           in.mask_name = mask_path == "-" ? "<stdin>" : mask_path;
         } else if (session) {
@@ -567,12 +651,12 @@ int main(int argc, char** argv) {
       std::error_code ec;
       const bool mask_dir = !e.mask.empty() && fs::is_directory(e.mask, ec);
       const bool prompt_dir = !po.prompt_file.empty() && fs::is_directory(po.prompt_file, ec);
-      if (needs_mask && !mask_dir) throw UsageError("batch mode needs --mask DIR holding <stem>.mask.png or <stem>.png per image");
+      if (needs_mask && !mask_dir && e.target.empty()) throw UsageError("batch mode needs --mask DIR holding <stem>.mask.png or <stem>.png per image");
       int rc = run_batch(
           o, "lli-edit", [&](const fs::path& in) { return fs::path(o.outdir) / (in.stem().string() + ".png"); },
           [&](const BatchItem& item, nlohmann::json& result) {
             std::string mpath, pfile;
-            if (needs_mask) {
+            if (needs_mask && e.target.empty()) {
               auto m = find_by_stem(e.mask, item.stem, {".mask", ""}, {".png", ".jpg", ".jpeg", ".webp", ".bmp"});
               if (!m) throw InputError(e.mask + ": no mask " + item.stem + ".mask.png or " + item.stem + ".png for " +
                                        item.input.string());
@@ -620,6 +704,7 @@ int main(int argc, char** argv) {
              in.mask_name.empty() ? "" : ", mask " + in.mask_name);
     EditOutcome out = ed.run(in);
     check_interrupted();
+    for (const auto& [k, v] : in.target_info.items()) out.info[k] = v;
 
     json result = {{"image", input}, {"op", op}, {"changed_area", cv::countNonZero(out.changed)}, {"timings", ed.timings_}};
     for (const auto& [k, v] : out.info.items()) result[k] = v;
