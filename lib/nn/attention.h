@@ -39,6 +39,11 @@ struct AttentionOptions {
   // to [B, H, q_chunk, Lk] (same results; mask rows, rel_h/rel_w rows and the causal offset follow
   // each chunk). 0 = all rows at once.
   std::int64_t q_chunk = 0;
+  // bf16 on CPU with many query rows and a bf16 softmax (CLIP): use the fused kernel
+  // (nn/attention_bf16.h) instead of the eager matmul-softmax-matmul, which materialises
+  // [B, H, Lq, Lk] scores. The kernel rounds the softmax once from fp32 where the eager path
+  // computes it in bf16. CLIPAttention sets it from kCLIPFusedMinTokens tokens.
+  bool fused_long = false;
 };
 
 // q: [B, H, Lq, D]; k, v: [B, Hkv, Lk, D] (may be strided views, e.g. of a KV cache);

@@ -454,8 +454,9 @@ bool attention_bf16_applicable(const torch::Tensor& q, const torch::Tensor& k, c
                                const torch::Tensor& mask, const AttentionOptions& opt) {
   // Many query rows with an fp32 softmax (LLaMA prefill): the eager path's fp32 score passes and
   // their fresh memory cost more than this kernel. Many rows with a bf16 softmax (CLIP): the eager
-  // path (oneDNN matmuls) is as fast, keep it.
-  return supported(q, k, v, mask, opt) && (q.size(2) <= kAttentionBF16MaxQueries || opt.softmax_fp32);
+  // path (oneDNN matmuls) is as fast at 577 tokens (LLaVA's CLIP-L/336), slower at 3,601 (OWLv2's
+  // 960-px tower: vision 4.27 s eager vs 2.71 s fused, bf16, 2 threads): opt.fused_long.
+  return supported(q, k, v, mask, opt) && (q.size(2) <= kAttentionBF16MaxQueries || opt.softmax_fp32 || opt.fused_long);
 }
 
 torch::Tensor attention_bf16(const torch::Tensor& q0, const torch::Tensor& k, const torch::Tensor& v,

@@ -34,6 +34,7 @@ torch::Tensor CLIPAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   opt.scale = std::pow(static_cast<double>(head_dim), -0.5);
   opt.softmax_fp32 = false;
   opt.causal = causal;
+  opt.fused_long = T >= kCLIPFusedMinTokens;
   auto o = attention(q, k, v, mask, opt);  // [B, H, T, hd]
   o = o.transpose(1, 2).reshape({B, T, D});
   return out_proj(o);

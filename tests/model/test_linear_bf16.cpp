@@ -173,6 +173,25 @@ TEST_CASE("attention_bf16: decode and prefill attention over KV-cache views matc
     CHECK(e_fast < e_eager * 1.5 + 1e-3);
     CHECK(e_vs < 2e-2);
   }
+  {
+    // CLIP self-attention over a long sequence (OWLv2's 3,601 tokens): fused_long dispatches to
+    // the kernel, which stays as close to float64 as the eager bf16 path.
+    auto q = (torch::randn({1, 2, 1100, 64}) * 2).to(torch::kBFloat16);
+    auto k = torch::randn({1, 2, 1100, 64}).to(torch::kBFloat16), v = torch::randn({1, 2, 1100, 64}).to(torch::kBFloat16);
+    nn::AttentionOptions opt;
+    opt.scale = 0.125;
+    CHECK_FALSE(nn::attention_bf16_applicable(q, k, v, {}, opt));
+    opt.fused_long = true;
+    CHECK(nn::attention_bf16_applicable(q, k, v, {}, opt));
+    auto fused = nn::attention(q, k, v, {}, opt);
+    CHECK(torch::equal(fused, nn::attention_bf16(q, k, v, opt)));
+    opt.fused_long = false;
+    auto eager = nn::attention(q, k, v, {}, opt);
+    auto exact = nn::attention(q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64), {}, opt);
+    const double e_fused = rel_err(fused, exact), e_eager = rel_err(eager, exact);
+    MESSAGE("CLIP long (2 heads, 1100 tokens): rel err fused " << e_fused << ", eager " << e_eager);
+    CHECK(e_fused < e_eager * 1.5 + 1e-3);
+  }
   // Not taken: a mask, too many query rows, fp32.
   auto q = torch::randn({1, 2, 1, 16}).to(torch::kBFloat16), k = torch::randn({1, 2, 4, 16}).to(torch::kBFloat16);
   nn::AttentionOptions opt;

