@@ -42,7 +42,8 @@ Text (an open-vocabulary detector or LLaVA finds the box, SAM or GrabCut the mas
   lli-segment -i photo.jpg --text "the ball" --session - | lli-edit remove --session - -o clean.png
   lli-segment --grounder-model owlv2-dir -i photo.jpg --text ball --detections-only --json --box-threshold 0
 Prompt file: {"strokes":[{"points":[[x,y],...],"width":8,"label":"positive"}],
-              "points":[{"x":10,"y":20,"label":"negative"}], "boxes":[{"box":[x0,y0,x1,y1]}]}
+              "points":[{"x":10,"y":20,"label":"negative"}], "boxes":[{"box":[x0,y0,x1,y1]}],
+              "text":"the ball"}
 One mask per phrase (its best detection above --box-threshold), or one per detection with
 --all-instances; points and strokes given with text are added to every grounded box. No detection:
 exit 0 with no mask and a note on stderr, or exit 3 with --require-match.
