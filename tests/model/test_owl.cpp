@@ -61,7 +61,7 @@ torch::Tensor ids_tensor(const std::vector<std::vector<std::int64_t>>& rows) {
 
 void check_close(const char* what, const torch::Tensor& a, const torch::Tensor& b, double tol) {
   const double d = max_abs_diff(a, b);
-  MESSAGE(what << " max |diff| = " << d << " (tolerance " << tol << ")");
+  MESSAGE(std::string(what) << " max |diff| = " << d << " (tolerance " << tol << ")");
   CHECK(d <= tol);
 }
 
