@@ -109,6 +109,25 @@ TEST_CASE("cli owl: --text with SAM gives one mask per phrase at its best box, -
   for (const auto& m : ja["masks"]) CHECK(m["grounder_score"].get<double>() > 0.3);
 }
 
+TEST_CASE("cli owl: points given with --text join every grounded box's SAM prompt") {
+  TempDir t;
+  const std::string sam = " -m '" + fx("sam-tiny-a").string() + "' ";
+  Run a = run(owl_cmd("owlv2-tiny-a") + sam + "--box-threshold 0.2 -o a.png --json", t);
+  Run b = run(owl_cmd("owlv2-tiny-a") + sam + "--box-threshold 0.2 --point 380,100,neg --point 20,20,neg -o b.png --json", t);
+  REQUIRE_MESSAGE(a.code == 0, a.err);
+  REQUIRE_MESSAGE(b.code == 0, b.err);
+  json ja = json::parse(a.out), jb = json::parse(b.out);
+  REQUIRE(ja["masks"].size() == 3);
+  REQUIRE(jb["masks"].size() == 3);
+  // Same boxes, different prompts: SAM's predicted IoU changes for at least one mask.
+  bool differs = false;
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(ja["masks"][i]["grounder_box"] == jb["masks"][i]["grounder_box"]);
+    differs = differs || ja["masks"][i]["score"] != jb["masks"][i]["score"];
+  }
+  CHECK(differs);
+}
+
 TEST_CASE("cli owl: no detection above the threshold is exit 0 with no mask, or exit 3 with --require-match") {
   TempDir t;
   Run r = run(owl_cmd("owlv2-tiny-a") + "--box-threshold 0.99 -o m.png --json", t);
