@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "lli/error.h"
 
@@ -17,6 +19,77 @@ void require_mask(const cv::Mat& m, const char* what) {
   if (m.empty() || m.type() != CV_8UC1) throw InputError(std::string(what) + ": expected a non-empty 8-bit 1-channel mask");
 }
 
+// Half-width of row dy of OpenCV's elliptical structuring element of size 2r+1: the row spans
+// |dx| <= round(sqrt(r^2 - dy^2)). The expression is OpenCV's own (getStructuringElement, 4.x), so
+// the value is bit for bit the same (the unit tests compare dilate_mask with cv::dilate).
+int ellipse_row_half_width(int r, int dy) {
+  const double rr = static_cast<double>(r) * r;
+  return cvRound(r * std::sqrt((rr - static_cast<double>(dy) * dy) * (1.0 / rr)));
+}
+
+// cv::dilate(bin, out, getStructuringElement(MORPH_ELLIPSE, {2r+1, 2r+1})), same pixels, in
+// O(pixels) whatever r. The element is a stack of centred rows whose half-width w(dy) shrinks as
+// |dy| grows, so an output pixel (x, y) is set iff for some column x' the mask pixel nearest to
+// row y in column x' (vertical distance g <= r) has |x - x'| <= w(g). Pass 1 stores the distance
+// to the nearest mask pixel above (or on) each pixel; pass 2 goes up from the bottom with the one
+// below, and marks in each row the union of the spans [x' - w(g), x' + w(g)] with one sweep from
+// each side. Pixels outside the image count as not set, as with cv::dilate's default border.
+// Dist: the type of the stored distances (uint16_t when min(r, rows - 1) + 1 fits: half the memory).
+template <typename Dist>
+void dilate_ellipse_into(const cv::Mat& bin, int r, cv::Mat& out) {
+  const int rows = bin.rows, cols = bin.cols;
+  const int gmax = std::min(r, rows - 1);  // larger vertical distances cannot occur
+  const int none = gmax + 1;               // "no mask pixel within gmax rows"
+  std::vector<int> w(gmax + 1);
+  for (int g = 0; g <= gmax; ++g) w[g] = std::min(ellipse_row_half_width(r, g), cols);  // no overflow in x + w
+  std::vector<Dist> up(static_cast<size_t>(rows) * cols);
+  std::vector<int> run(cols, none);
+  for (int y = 0; y < rows; ++y) {
+    const uchar* b = bin.ptr<uchar>(y);
+    Dist* u = &up[static_cast<size_t>(y) * cols];
+    for (int x = 0; x < cols; ++x) u[x] = static_cast<Dist>(run[x] = b[x] ? 0 : std::min(run[x] + 1, none));
+  }
+  std::fill(run.begin(), run.end(), none);
+  std::vector<int> half(cols);  // half-width of the span centred on each column in this row; -1: none
+  for (int y = rows - 1; y >= 0; --y) {
+    const uchar* b = bin.ptr<uchar>(y);
+    const Dist* u = &up[static_cast<size_t>(y) * cols];
+    uchar* o = out.ptr<uchar>(y);
+    for (int x = 0; x < cols; ++x) {
+      run[x] = b[x] ? 0 : std::min(run[x] + 1, none);
+      const int g = std::min(static_cast<int>(u[x]), run[x]);
+      half[x] = g < none ? w[g] : -1;
+    }
+    int right = -1;  // the furthest right end of a span centred at or left of x
+    for (int x = 0; x < cols; ++x) {
+      if (half[x] >= 0) right = std::max(right, x + half[x]);
+      o[x] = right >= x ? 255 : 0;
+    }
+    int left = cols;  // the furthest left end of a span centred at or right of x
+    for (int x = cols - 1; x >= 0; --x) {
+      if (half[x] >= 0) left = std::min(left, x - half[x]);
+      if (left <= x) o[x] = 255;
+    }
+  }
+}
+
+// Works on the mask's bounding box grown by r (clamped to the image): nothing outside it can be set.
+cv::Mat dilate_ellipse(const cv::Mat& bin, int r) {
+  cv::Mat out = cv::Mat::zeros(bin.size(), CV_8UC1);
+  const cv::Rect box = cv::boundingRect(bin);
+  if (box.empty()) return out;
+  const int x0 = std::max(0, box.x - r), y0 = std::max(0, box.y - r);
+  const int x1 = static_cast<int>(std::min<long long>(bin.cols, 0LL + box.x + box.width + r));
+  const int y1 = static_cast<int>(std::min<long long>(bin.rows, 0LL + box.y + box.height + r));
+  const cv::Rect roi(x0, y0, x1 - x0, y1 - y0);
+  cv::Mat sub = out(roi);
+  if (std::min(r, roi.height - 1) + 1 <= 0xFFFF)
+    dilate_ellipse_into<uint16_t>(bin(roi), r, sub);
+  else
+    dilate_ellipse_into<int>(bin(roi), r, sub);
+  return out;
+}
+
 }  // namespace
 
 int default_dilate(cv::Size image) {
@@ -24,14 +97,35 @@ int default_dilate(cv::Size image) {
   return std::max(1, static_cast<int>(std::lround(50.0 * side / 512.0)));
 }
 
-cv::Mat dilate_mask(const cv::Mat& mask, int px) {
-  require_mask(mask, "dilate_mask");
+// cv::dilate with the elliptical element costs about pixels x px^2, the sweep about pixels x 1, so
+// small radii keep cv::dilate. 4000x3000 mask with a blob, best of 3 after a warm-up, on the 2-core
+// VM shared with a fuzzer (OpenCV 4.6, 2 threads), cv::dilate vs sweep: px 1: 1.8 vs 15 ms; px 5:
+// 17 vs 23 ms; px 8: 23 vs 16 ms; px 15: 73 vs 16 ms; px 50: 755 vs 18 ms; px 428 (default_dilate of a
+// 4384-px side, 12.8 MP): 85 s (one run) vs 32 ms. 512x512, px 50: 18.6 vs 0.6 ms. Both give the same pixels.
+constexpr int kDilateSweepFrom = 8;
+
+namespace {
+
+cv::Mat checked_binary(const cv::Mat& mask, int px, const char* what) {
+  require_mask(mask, what);
   if (px < 0) throw UsageError("--dilate must be >= 0, got " + std::to_string(px));
-  cv::Mat bin = mask > 0;  // 0/255
+  return mask > 0;  // 0/255
+}
+
+}  // namespace
+
+cv::Mat dilate_mask(const cv::Mat& mask, int px) {
+  cv::Mat bin = checked_binary(mask, px, "dilate_mask");
   if (px == 0) return bin;
+  if (px >= kDilateSweepFrom) return dilate_ellipse(bin, px);
   cv::Mat out;
   cv::dilate(bin, out, cv::getStructuringElement(cv::MORPH_ELLIPSE, {2 * px + 1, 2 * px + 1}));
   return out;
+}
+
+cv::Mat dilate_mask_sweep(const cv::Mat& mask, int px) {
+  cv::Mat bin = checked_binary(mask, px, "dilate_mask_sweep");
+  return px == 0 ? bin : dilate_ellipse(bin, px);
 }
 
 cv::Mat feather_alpha(const cv::Mat& mask, int feather) {

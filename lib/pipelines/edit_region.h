@@ -21,8 +21,16 @@ namespace lli::pipelines {
 int default_dilate(cv::Size image);
 
 // Binarised (non-zero -> 255) copy of `mask` grown by `px` pixels with an elliptical kernel of size
-// 2 px + 1 (px = 0: only binarised). UsageError for px < 0.
+// 2 px + 1 (px = 0: only binarised). UsageError for px < 0. The same pixels as cv::dilate with
+// getStructuringElement(MORPH_ELLIPSE, {2 px + 1, 2 px + 1}), border not set; from px = 8 on
+// computed by dilate_mask_sweep (linear in the pixels: at 4000x3000, px 428 takes about 32 ms
+// instead of 85 s).
 cv::Mat dilate_mask(const cv::Mat& mask, int px);
+
+// dilate_mask for every px through the span sweep (distance to the nearest mask pixel in each
+// column, then the union of the element's row spans in each row): O(pixels) whatever px. Public so
+// that the tests can compare it with cv::dilate at small radii too.
+cv::Mat dilate_mask_sweep(const cv::Mat& mask, int px);
 
 // Alpha for compositing: 1 on the mask, falling linearly to 0 over `feather` pixels outside it
 // (Euclidean distance), 0 beyond. feather = 0: the binary mask as 0/1.

@@ -11,6 +11,7 @@
 
 #include "lli/error.h"
 #include "lli/log.h"
+#include "pipelines/edit_region.h"
 
 namespace lli {
 
@@ -29,15 +30,8 @@ TeleaResult inpaint_telea(const cv::Mat& image, const cv::Mat& mask, const Telea
     throw UsageError(fmt::format("Telea: radius = {} must be > 0", options.radius));
 
   TeleaResult res;
-  cv::Mat bin;
-  cv::compare(mask, 0, bin, cv::CMP_NE);  // non-zero -> 255
-  if (options.dilate > 0) {
-    const int k = 2 * options.dilate + 1;
-    const cv::Mat kernel = cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(k, k));
-    cv::dilate(bin, res.dilated_mask, kernel, cv::Point(-1, -1), 1, cv::BORDER_CONSTANT, cv::Scalar(0));
-  } else {
-    res.dilated_mask = bin;
-  }
+  // non-zero -> 255, grown with the elliptical element (linear time for large radii)
+  res.dilated_mask = pipelines::dilate_mask(mask, options.dilate);
 
   if (cv::countNonZero(res.dilated_mask) == 0) {
     log_info("{}: mask is empty, nothing to remove; the output equals the input", mask_name);

@@ -57,6 +57,61 @@ TEST_CASE("edit_region: dilate_mask binarises and grows by an ellipse, feather_a
   CHECK(cv::countNonZero(b) == cv::countNonZero(d5));
 }
 
+TEST_CASE("edit_region: dilate_mask and its linear sweep give cv::dilate's pixels with the elliptical element") {
+  auto reference = [](const cv::Mat& m, int px) {
+    cv::Mat bin = m > 0, out;
+    if (px == 0) return bin;
+    cv::dilate(bin, out, cv::getStructuringElement(cv::MORPH_ELLIPSE, {2 * px + 1, 2 * px + 1}));
+    return out;
+  };
+  // One pixel grows into the element itself (rows of half-width round(sqrt(r^2 - dy^2))).
+  for (int r = 0; r <= 60; ++r) {
+    cv::Mat dot = cv::Mat::zeros(2 * r + 1, 2 * r + 1, CV_8UC1);
+    dot.at<uchar>(r, r) = 1;
+    CAPTURE(r);
+    CHECK(equal(dilate_mask_sweep(dot, r), reference(dot, r)));
+  }
+  // Random masks (sparse dots, blobs, touching the border, empty, full) and radii, some larger than
+  // the image.
+  cv::RNG rng(20261206);
+  const cv::Size sizes[] = {{37, 53}, {64, 64}, {97, 41}, {1, 50}, {50, 1}, {23, 7}};
+  const int radii[] = {0, 1, 2, 3, 7, 15, 16, 17, 30, 45, 70};
+  int cases = 0;
+  for (const cv::Size s : sizes)
+    for (int kind = 0; kind < 5; ++kind) {
+      cv::Mat m = cv::Mat::zeros(s, CV_8UC1);
+      if (kind == 0) {  // sparse dots of any non-zero value
+        for (int i = 0; i < 6; ++i)
+          m.at<uchar>(rng.uniform(0, s.height), rng.uniform(0, s.width)) = rng.uniform(1, 256);
+      } else if (kind == 1) {  // blobs
+        for (int i = 0; i < 3; ++i)
+          cv::ellipse(m, {rng.uniform(0, s.width), rng.uniform(0, s.height)}, {rng.uniform(1, 15), rng.uniform(1, 15)},
+                      rng.uniform(0, 180), 0, 360, 255, -1);
+      } else if (kind == 2) {  // noise
+        rng.fill(m, cv::RNG::UNIFORM, 0, 256);
+        m = m > 240;
+      } else if (kind == 3) {  // touching the border
+        m.row(0).setTo(9);
+        m.at<uchar>(s.height - 1, s.width - 1) = 255;
+      } else if (kind == 4 && s.area() % 2 == 0) {
+        m.setTo(255);
+      }  // else: empty
+      for (int px : radii) {
+        const int w = s.width, h = s.height;
+        CAPTURE(w);
+        CAPTURE(h);
+        CAPTURE(kind);
+        CAPTURE(px);
+        const cv::Mat ref = reference(m, px);
+        CHECK(equal(dilate_mask_sweep(m, px), ref));
+        CHECK(equal(dilate_mask(m, px), ref));
+        ++cases;
+      }
+    }
+  CHECK(cases == 6 * 5 * 11);
+  CHECK_THROWS_AS(dilate_mask_sweep(cv::Mat::zeros(4, 4, CV_8UC1), -1), lli::UsageError);
+}
+
 TEST_CASE("edit_region: composite copies the base where alpha is 0 and the patch where it is 1") {
   cv::Mat base = noise_image({30, 20}, 1), patch = noise_image({30, 20}, 2);
   cv::Mat alpha = cv::Mat::zeros(20, 30, CV_32F);
