@@ -1,6 +1,7 @@
 // Ref: transformers/models/clip/modeling_clip.py CLIPTextModel / CLIPTextTransformer (v4.45),
 // eager attention; see clip_text.h.
 #include "models/clip_text.h"
+#include "nn/grad_mode.h"
 
 #include <limits>
 #include <string>
@@ -65,7 +66,7 @@ CLIPTextTransformerImpl::CLIPTextTransformerImpl(const CLIPTextConfig& c) : cfg(
 
 CLIPTextOutput CLIPTextTransformerImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                                 const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(1) == 0 ||
       !c10::isIntegralType(input_ids.scalar_type(), /*includeBool=*/false))
     throw InputError("CLIP text encoder: input_ids must be a [B, T] integer tensor with T >= 1, got " +

@@ -1,5 +1,6 @@
 // Ref: transformers/models/clip/modeling_clip.py CLIPVisionModel (v4.45), eager attention.
 #include "models/clip_vision.h"
+#include "nn/grad_mode.h"
 
 #include <string>
 
@@ -63,7 +64,7 @@ CLIPVisionModelImpl::CLIPVisionModelImpl(const CLIPVisionConfig& c) : cfg(c) {
 
 std::vector<torch::Tensor> CLIPVisionTransformerImpl::hidden_states(const torch::Tensor& pixel_values,
                                                                     std::int64_t up_to, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto n = cfg.num_hidden_layers;
   if (up_to < 0) up_to = n;
   if (up_to > n)
@@ -87,7 +88,7 @@ std::vector<torch::Tensor> CLIPVisionModelImpl::hidden_states(const torch::Tenso
 }
 
 torch::Tensor CLIPVisionModelImpl::pooled(const torch::Tensor& last_hidden_state) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   return vision_model->post_layernorm(last_hidden_state.select(1, 0));
 }
 

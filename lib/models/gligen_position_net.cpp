@@ -1,6 +1,7 @@
 // Ref: diffusers/models/embeddings.py GLIGENTextBoundingboxProjection (feature_type "text-only"),
 // get_fourier_embeds_from_boundingbox (v0.31).
 #include "models/gligen_position_net.h"
+#include "nn/grad_mode.h"
 
 #include <string>
 
@@ -34,7 +35,7 @@ GLIGENPositionNetImpl::GLIGENPositionNetImpl(const GLIGENPositionNetConfig& c) :
 
 torch::Tensor GLIGENPositionNetImpl::forward(const torch::Tensor& boxes, const torch::Tensor& masks,
                                              const torch::Tensor& positive_embeddings) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto& w = l0->weight;
   if (boxes.dim() != 3 || boxes.size(2) != 4)
     throw InputError("GLIGEN position net: boxes must be [B, N, 4], got " + c10::str(boxes.sizes()));

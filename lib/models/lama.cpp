@@ -3,6 +3,7 @@
 //      (get_activation), trainers/default.py (DefaultInpaintingTrainingModule.forward),
 //      bin/predict.py + training/data/datasets.py (load_image, pad_img_to_modulo).
 #include "models/lama.h"
+#include "nn/grad_mode.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -683,7 +684,7 @@ LamaGeneratorImpl::LamaGeneratorImpl(const LamaConfig& c) : cfg(c) {
 }
 
 void LamaGeneratorImpl::prepare(torch::Dtype dtype) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   dtype_ = dtype;
   init->prepare(dtype);
   for (auto& d : down) d->prepare(dtype);
@@ -707,7 +708,7 @@ void LamaGeneratorImpl::prepare(torch::Dtype dtype) {
 
 torch::Tensor LamaGeneratorImpl::forward(const torch::Tensor& input, const nn::Tap& tap) const {
   if (!prepared_) throw RuntimeError("LaMa generator: prepare() was not called after loading");
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   // input: [B, input_nc, H, W]
   auto x = reflect_pad(nn::prefer_channels_last(input.to(device(), dtype_)), 3);
   LamaPair p = init->forward({x, {}});

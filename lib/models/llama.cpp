@@ -1,6 +1,7 @@
 // Ref: transformers/models/llama/modeling_llama.py (v4.45): LlamaForCausalLM with eager attention
 // (torch < 2.1.1 in the reference run), LlamaRotaryEmbedding, LlamaRMSNorm, repeat_kv.
 #include "models/llama.h"
+#include "nn/grad_mode.h"
 
 #include <cmath>
 #include <string>
@@ -210,7 +211,7 @@ std::pair<torch::Tensor, torch::Tensor> LlamaForCausalLMImpl::rotary(std::int64_
 }
 
 torch::Tensor LlamaForCausalLMImpl::embed(const torch::Tensor& ids) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   return model->embed_tokens(ids.to(model->embed_tokens->weight.device()));
 }
 
@@ -227,7 +228,7 @@ KVCache LlamaForCausalLMImpl::make_cache(std::int64_t capacity, std::int64_t bat
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& embeds, KVCache* cache, bool last_only,
                                             const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto& w = model->embed_tokens->weight;
   auto h = embeds.to(w.device(), w.scalar_type());  // [B, L, D]
   const auto B = h.size(0), L = h.size(1);

@@ -2,6 +2,7 @@
 // get image features (hidden_states[vision_feature_layer], strategy, projector), merge by
 // masked_scatter over the expanded <image> tokens, LlamaForCausalLM; configuration_llava.py.
 #include "models/llava.h"
+#include "nn/grad_mode.h"
 
 #include <algorithm>
 #include <string>
@@ -121,7 +122,7 @@ torch::Dtype LlavaImpl::dtype() const { return language_model->model->embed_toke
 torch::Device LlavaImpl::device() const { return language_model->model->embed_tokens->weight.device(); }
 
 torch::Tensor LlavaImpl::image_features(const torch::Tensor& pixel_values, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto indices = cfg.feature_layer_indices();
   const auto up_to = *std::max_element(indices.begin(), indices.end());
   auto states = vision_tower->hidden_states(pixel_values, up_to, tap);
@@ -141,7 +142,7 @@ torch::Tensor LlavaImpl::image_features(const torch::Tensor& pixel_values, const
 
 torch::Tensor LlavaImpl::embed_inputs(const torch::Tensor& input_ids, const torch::Tensor& image_features,
                                       const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   if (input_ids.dim() != 2)
     throw InputError("input_ids must be [B, L], got " + c10::str(input_ids.sizes()));
   auto ids = input_ids.to(device(), torch::kInt64);
@@ -262,7 +263,7 @@ torch::Tensor expand_image_tokens(const torch::Tensor& ids, std::int64_t image_t
 std::vector<std::int64_t> generate_greedy(LlavaImpl& model, const torch::Tensor& inputs_embeds, KVCache& cache,
                                           std::int64_t max_new_tokens, const std::vector<std::int64_t>& stop_ids,
                                           const std::function<bool(std::int64_t)>& on_token) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   std::vector<std::int64_t> out;
   torch::Tensor x = inputs_embeds;
   for (std::int64_t step = 0; step < max_new_tokens; ++step) {

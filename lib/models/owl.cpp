@@ -3,6 +3,7 @@
 // OwlViTBoxPredictionHead, OwlViTModel (text_embeds normalisation); models/owlv2/modeling_owlv2.py
 // (objectness_predictor) (v4.45). See owl.h.
 #include "models/owl.h"
+#include "nn/grad_mode.h"
 
 #include <string>
 
@@ -106,7 +107,7 @@ OwlModelImpl::OwlModelImpl(const OwlConfig& c) : cfg(c) {
 }
 
 torch::Tensor OwlModelImpl::image_features(const torch::Tensor& pixel_values, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   auto& vm = *owl->vision_model;
   auto h = vm.pre_layrnorm(vm.embeddings(pixel_values));  // [B, 1 + N, Dv]
   nn::tap_if(tap, "vision.hidden_state", 0, h);
@@ -122,7 +123,7 @@ torch::Tensor OwlModelImpl::image_features(const torch::Tensor& pixel_values, co
 }
 
 OwlHeads OwlModelImpl::heads(const torch::Tensor& features) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   auto f = features.to(torch::kFloat32);  // [B, N, Dv]
   if (f.dim() != 3 || f.size(1) != cfg.num_boxes() || f.size(2) != cfg.vision.hidden_size)
     throw InputError("OWL heads: features of shape " + c10::str(f.sizes()) + ", expected [B, " +
@@ -139,7 +140,7 @@ OwlHeads OwlModelImpl::heads(const torch::Tensor& features) {
 
 torch::Tensor OwlModelImpl::query_embeds(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                          const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   auto out = owl->text_model->forward(input_ids, attention_mask, tap);
   auto feats = owl->text_projection(out.pooler_output.to(torch::kFloat32));  // [Q, Dp]
   nn::tap_if(tap, "owl.text_features", -1, feats);
@@ -147,7 +148,7 @@ torch::Tensor OwlModelImpl::query_embeds(const torch::Tensor& input_ids, const t
 }
 
 torch::Tensor OwlModelImpl::class_logits(const OwlHeads& h, const torch::Tensor& queries) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   auto q = queries.to(h.class_embeds.device(), torch::kFloat32);  // [Q, Dp]
   q = q / (q.norm(2, -1, true) + 1e-6);
   auto logits = torch::matmul(h.class_embeds, q.t());             // [B, N, Q]

@@ -1,6 +1,7 @@
 // Ref: transformers/models/sam/modeling_sam.py SamModel (get_image_embeddings,
 // get_image_wide_positional_embeddings, forward with image_embeddings), configuration_sam.py (v4.45).
 #include "models/sam.h"
+#include "nn/grad_mode.h"
 
 #include <string>
 
@@ -50,12 +51,12 @@ SamModelImpl::SamModelImpl(const SamConfig& c) : cfg(c) {
 }
 
 torch::Tensor SamModelImpl::get_image_embeddings(const torch::Tensor& pixel_values, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   return vision_encoder->forward(pixel_values, tap).to(torch::kFloat32);
 }
 
 torch::Tensor SamModelImpl::get_image_wide_positional_embeddings() {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto& G = shared_image_embedding->positional_embedding;
   if (image_pe_.defined() && image_pe_.device() == G.device()) return image_pe_;
   const auto g = cfg.grid();
@@ -78,7 +79,7 @@ SamDecodeResult SamModelImpl::decode(const torch::Tensor& image_embeddings, cons
 
 SamDecodeResult SamModelImpl::decode(const torch::Tensor& image_embeddings, const SamPromptEmbeddings& prompts,
                                      bool multimask, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   auto out = mask_decoder->forward(image_embeddings, get_image_wide_positional_embeddings(), prompts.sparse,
                                    prompts.dense, multimask, tap);
   return {out.iou_scores.to(torch::kFloat32), out.masks.to(torch::kFloat32)};

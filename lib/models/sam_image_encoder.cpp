@@ -1,6 +1,7 @@
 // Ref: transformers/models/sam/modeling_sam.py SamVisionEncoder / SamVisionLayer /
 // SamVisionAttention (eager) / SamVisionNeck / SamLayerNorm (v4.45); configuration_sam.py.
 #include "models/sam_image_encoder.h"
+#include "nn/grad_mode.h"
 
 #include <algorithm>
 #include <string>
@@ -269,7 +270,7 @@ SamVisionEncoderImpl::SamVisionEncoderImpl(const SamVisionConfig& c) : cfg(c) {
 }
 
 torch::Tensor SamVisionEncoderImpl::forward(const torch::Tensor& pixel_values, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto& w = patch_embed->projection->weight;
   auto h = patch_embed(pixel_values.to(w.device(), w.scalar_type()));  // [B, g, g, D]
   if (pos_embed.defined()) h = h + pos_embed;

@@ -1,6 +1,7 @@
 // Ref: transformers/models/sam/modeling_sam.py SamAttention (eager), SamTwoWayAttentionBlock,
 // SamTwoWayTransformer, SamFeedForward, SamMaskDecoder.forward (v4.45); configuration_sam.py.
 #include "models/sam_mask_decoder.h"
+#include "nn/grad_mode.h"
 
 #include <cmath>
 #include <string>
@@ -211,7 +212,7 @@ SamMaskDecoderImpl::SamMaskDecoderImpl(const SamMaskDecoderConfig& c) : cfg(c) {
 SamMaskDecoderOutput SamMaskDecoderImpl::forward(const torch::Tensor& image_embeddings, const torch::Tensor& image_pe,
                                                  const torch::Tensor& sparse, const torch::Tensor& dense,
                                                  bool multimask, const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto& w = iou_token->weight;
   const auto opts = w.options();
   const auto C = cfg.hidden_size, M = cfg.num_mask_tokens();

@@ -1,6 +1,7 @@
 // Ref: transformers/models/sam/modeling_sam.py SamPositionalEmbedding, SamMaskEmbedding,
 // SamPromptEncoder._embed_points / _embed_boxes / forward (v4.45); configuration_sam.py.
 #include "models/sam_prompt_encoder.h"
+#include "nn/grad_mode.h"
 
 #include <cmath>
 #include <string>
@@ -93,7 +94,7 @@ SamPromptEncoderImpl::SamPromptEncoderImpl(const SamPromptEncoderConfig& c) : cf
 }
 
 SamPromptEmbeddings SamPromptEncoderImpl::forward(SamPositionalEmbeddingImpl& pe, const SamPromptTensors& in) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   const auto device = no_mask_embed->weight.device();
   const auto dtype = no_mask_embed->weight.scalar_type();
   const double S = static_cast<double>(cfg.image_size);

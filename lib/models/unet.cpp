@@ -2,6 +2,7 @@
 // unet_2d_blocks.py CrossAttnDownBlock2D / DownBlock2D / UNetMidBlock2DCrossAttn / UpBlock2D /
 // CrossAttnUpBlock2D, embeddings.py get_timestep_embedding / TimestepEmbedding (v0.31).
 #include "models/unet.h"
+#include "nn/grad_mode.h"
 
 #include <algorithm>
 #include <cmath>
@@ -427,7 +428,7 @@ torch::Tensor UNet2DConditionModelImpl::position_net_forward(const torch::Tensor
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, double timestep,
                                                 const torch::Tensor& encoder_hidden_states, const torch::Tensor& objs,
                                                 const nn::Tap& tap) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   if (sample.dim() != 4 || sample.size(1) != cfg.in_channels)
     throw InputError("UNet: sample has shape " + c10::str(sample.sizes()) + ", expected [B, " +
                      std::to_string(cfg.in_channels) + ", h, w]");

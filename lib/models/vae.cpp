@@ -3,6 +3,7 @@
 // DiagonalGaussianDistribution, unet_2d_blocks.py DownEncoderBlock2D / UpDecoderBlock2D /
 // UNetMidBlock2D (v0.31).
 #include "models/vae.h"
+#include "nn/grad_mode.h"
 
 #include <algorithm>
 #include <functional>
@@ -273,7 +274,7 @@ torch::Tensor AutoencoderKLImpl::decode_sample(const torch::Tensor& z) {
 }
 
 VAEPosterior AutoencoderKLImpl::encode(const torch::Tensor& x, const VAETiling& tiling) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   if (x.dim() != 4 || x.size(1) != cfg.in_channels)
     throw InputError("VAE encode: input has shape " + c10::str(x.sizes()) + ", expected [B, " +
                      std::to_string(cfg.in_channels) + ", H, W]");
@@ -295,7 +296,7 @@ VAEPosterior AutoencoderKLImpl::encode(const torch::Tensor& x, const VAETiling& 
 }
 
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z, const VAETiling& tiling) {
-  torch::NoGradGuard no_grad;
+  nn::ForwardGuard no_grad;
   if (z.dim() != 4 || z.size(1) != cfg.latent_channels)
     throw InputError("VAE decode: latent has shape " + c10::str(z.sizes()) + ", expected [B, " +
                      std::to_string(cfg.latent_channels) + ", h, w]");

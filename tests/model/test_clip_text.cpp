@@ -14,6 +14,7 @@
 #include "lli/tensor_io.h"
 #include "model_test_util.h"
 #include "models/clip_text.h"
+#include "nn/grad_mode.h"
 #include "test_util.h"
 #include "text/clip_tokenizer.h"
 
@@ -227,4 +228,38 @@ TEST_CASE("clip text encoder: strict loading and input errors") {
             }),
             "attention_mask has shape [1, 3]"));
   CHECK(has(error_of<lli::InputError>([&] { model->forward(torch::zeros({2}, torch::kInt64)); }), "[B, T] integer"));
+}
+
+TEST_CASE("clip text encoder: gradients flow inside a TrainingScope only, and match finite differences") {
+  auto g = lli::test::load_golden(clip_dir() / "golden.safetensors");
+  auto model = m::load_clip_text(clip_dir());
+  model->to(torch::kFloat64);
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  const auto ids = g["input_ids"], mask = g["attention_mask"];
+  // Inference (every tool): no graph is recorded, whatever the parameters say.
+  CHECK_FALSE(model->forward(ids, mask).pooler_output.requires_grad());
+
+  lli::nn::TrainingScope training;
+  CHECK(lli::nn::training_enabled());
+  auto weights = torch::randn({ids.size(0), ids.size(1), model->cfg.hidden_size}, torch::kFloat64);
+  auto loss_of = [&] { return (model->forward(ids, mask).last_hidden_state * weights).sum(); };
+  auto loss = loss_of();
+  REQUIRE(loss.requires_grad());
+  loss.backward();
+  auto& p = model->text_model->encoder->layer_list[0]->mlp->fc1->weight;
+  REQUIRE(p.grad().defined());
+  const double analytic = p.grad()[0][0].item<double>();
+  const double eps = 1e-6;
+  double up = 0, down = 0;
+  {
+    torch::NoGradGuard ng;
+    p[0][0] += eps;
+    up = loss_of().item<double>();
+    p[0][0] -= 2 * eps;
+    down = loss_of().item<double>();
+    p[0][0] += eps;
+  }
+  const double numeric = (up - down) / (2 * eps);
+  MESSAGE("d loss / d fc1.weight[0][0]: autograd " << analytic << ", finite difference " << numeric);
+  CHECK(std::abs(analytic - numeric) <= 1e-5 * std::max(1.0, std::abs(numeric)));
 }
