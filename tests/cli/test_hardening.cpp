@@ -620,7 +620,8 @@ TEST_CASE("cli hardening: SIGTERM and SIGINT in a batch keep finished items, hal
   auto outputs = [&] {
     int k = 0;
     if (fs::exists(t / "out"))
-      for (const auto& e : fs::directory_iterator(t / "out")) k += e.path().extension() == ".png";
+      for (const auto& e : fs::directory_iterator(t / "out"))  // finished outputs, not a ".lli-tmp-*.png" being written
+        k += e.path().extension() == ".png" && e.path().filename().string().rfind(".lli-tmp-", 0) != 0;
     return k;
   };
   for (const int sig : {SIGTERM, SIGINT}) {
