@@ -340,8 +340,9 @@ void check_image_size(const ImageInfo& info, const std::string& name) {
 cv::Mat decode_image_bytes(std::string_view bytes, const std::string& name) {
   const ImageInfo info = probe_image_header(bytes, name);
   check_image_size(info, name);
-  // cv::imdecode picks its reader by its own signature checks, in a fixed order. PNG, JPEG and BMP
-  // data goes to the reader lli sniffed (it comes first and checks the same magic), but WebP data
+  // cv::imdecode picks its reader by its own signature checks, in a fixed order (OpenCV 4.6: BMP,
+  // HDR, JPEG, WebP, ..., PNG, DICOM, ...). PNG, JPEG and BMP data goes to the reader lli sniffed
+  // (it checks the same magic, and no reader before it accepts that magic), but WebP data
   // whose first 32 bytes libwebp's header parser refuses falls through to the later readers, and the
   // one that can claim "RIFF....WEBP" data is OpenCV's DICOM reader ("DICM" at byte 128): GDCM
   // aborts the process on a failed assertion for malformed data (fuzz finding, crash-50dd5057...).
