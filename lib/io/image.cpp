@@ -340,6 +340,17 @@ void check_image_size(const ImageInfo& info, const std::string& name) {
 cv::Mat decode_image_bytes(std::string_view bytes, const std::string& name) {
   const ImageInfo info = probe_image_header(bytes, name);
   check_image_size(info, name);
+  // cv::imdecode picks its reader by its own signature checks, in a fixed order (OpenCV 4.6: BMP,
+  // HDR, JPEG, WebP, ..., PNG, DICOM, ...). PNG, JPEG and BMP data goes to the reader lli sniffed
+  // (it checks the same magic, and no reader before it accepts that magic), but WebP data
+  // whose first 32 bytes libwebp's header parser refuses falls through to the later readers, and the
+  // one that can claim "RIFF....WEBP" data is OpenCV's DICOM reader ("DICM" at byte 128): GDCM
+  // aborts the process on a failed assertion for malformed data (fuzz finding, crash-50dd5057...).
+  // Refused before the truncation check, with --allow-truncated too: no DICOM reader for data lli
+  // took for WebP (a real WebP has these 4 bytes in its compressed data with a chance of 2^-32).
+  if (info.format == ImageFormat::webp && bytes.size() >= 132 && bytes.substr(128, 4) == "DICM")
+    corrupt(name, info.format,
+            "bytes 128-131 read 'DICM', a DICOM signature, which OpenCV would hand to its DICOM reader");
   ImageDataProblem problem = image_data_problem(bytes, info);
   refuse_unless_allowed(name, problem);
   cv::Mat decoded;

@@ -185,6 +185,29 @@ TEST_CASE("image: truncated, empty, zero-size and unknown inputs are InputErrors
   CHECK_THROWS_AS(decode_image_bytes(jpg.substr(0, sof + 30), "cut.jpg"), InputError);
 }
 
+TEST_CASE("image: WebP data with a DICOM signature never reaches OpenCV's DICOM reader (fuzz finding)") {
+  // As tests/data/fuzz/image/crash-50dd5057...: RIFF/WEBP whose VP8 chunk is larger than the RIFF
+  // size (libwebp's header check fails, so OpenCV's WebP reader does not claim it) and "DICM" at
+  // byte 128: cv::imdecode handed it to GDCM, which aborted the process (assertion is.good()). Here
+  // the RIFF size matches the file, so it was not refused as truncated either.
+  std::string b = std::string("RIFF") + std::string(4, '\0') + "WEBPVP8 " + std::string(4, '\0');
+  put_le32(b, 4, 132 - 8);
+  put_le32(b, 16, 0x1d4);
+  b += std::string("\xd0\x07\x00\x9d\x01\x2a\x28\x00\x19\x00", 10);  // 40x25 key frame
+  b.resize(128, '\x42');
+  b += "DICM";
+  for (const bool allow : {false, true}) {
+    const bool was = allow_truncated_images();
+    set_allow_truncated_images(allow);
+    const std::string msg = error_of<InputError>([&] { decode_image_bytes(b, "d.webp"); });
+    set_allow_truncated_images(was);
+    CHECK(msg.find("d.webp: corrupt or truncated WebP image: bytes 128-131 read 'DICM'") == 0);
+  }
+  // A real WebP is not affected.
+  const cv::Mat img = test_image(64, 48);
+  CHECK(decode_image_bytes(cv_encode(img, ".webp"), "ok.webp").size() == img.size());
+}
+
 TEST_CASE("image: forged huge dimensions are rejected from the header before decoding") {
   const cv::Mat img = test_image(20, 10);
   std::string png = cv_encode(img, ".png");
