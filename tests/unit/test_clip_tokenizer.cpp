@@ -246,14 +246,10 @@ TEST_CASE("clip tokenizer: OWL's pad token '!' is split out of queries and pads 
         std::vector<TokenId>{49406, 2781, 748, 320, 2368, 49407});
 }
 
-TEST_CASE("clip tokenizer: owlv2-tiny-a and owlvit-tiny-a queries give the reference input_ids (shared fixtures)") {
-  const fs::path shared = shared_dir();
-  std::error_code ec;
-  if (shared.empty() || !fs::exists(shared / "fixtures" / "owlv2-tiny-a" / "golden.safetensors", ec))
-    LLI_SKIP("../shared/fixtures/owlv2-tiny-a not present");
+TEST_CASE("clip tokenizer: owlv2-tiny-a and owlvit-tiny-a queries give the reference input_ids") {
   for (const char* name : {"owlv2-tiny-a", "owlvit-tiny-a"}) {
     INFO(name);
-    const fs::path owl = shared / "fixtures" / name;
+    const fs::path owl = lli::test::fixtures_dir() / name;
     const auto tok = CLIPTokenizer::load(owl);
     const auto queries = read_json(owl / "case.json")["queries"].get<std::vector<std::string>>();
     const auto b = tok.encode_batch(queries, Padding::max_length);
