@@ -13,9 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <numeric>
-#include <sstream>
 
 #include "io/bounded_parse.h"
 #include "lli/error.h"

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <filesystem>
 
 #include "core/activity.h"
@@ -16,10 +15,6 @@
 namespace lli::cli {
 
 namespace {
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // model_type of <dir>/config.json ("" when unreadable).
 std::string model_type_of(const fs::path& dir) {
@@ -112,7 +107,7 @@ TextGrounder::TextGrounder(const CommonOptions& o, const GroundingOptions& g, co
   impl_->kind = kind;
   impl_->model_name = rm.name;
 
-  const auto t0 = std::chrono::steady_clock::now();
+  const double t0 = now_ms();
   Activity loading("loading the grounder " + rm.name);
   if (kind == "llava") {
     pipelines::ChatOptions co;
@@ -120,13 +115,13 @@ TextGrounder::TextGrounder(const CommonOptions& o, const GroundingOptions& g, co
     co.dtype = parse_dtype(o.dtype);
     co.image_aspect = pipelines::ChatImageAspect::pad;  // LLaVA-1.5's boxes refer to the padded square
     impl_->chat = std::make_unique<pipelines::ChatSession>(pipelines::ChatSession::load(rm.dir, co));
-    log_info("{}: grounder llava {} loaded in {:.0f} ms", tool, rm.name, ms_since(t0));
+    log_info("{}: grounder llava {} loaded in {:.0f} ms", tool, rm.name, now_ms() - t0);
   } else {
     pipelines::OwlOptions oo;
     oo.device = parse_device(o.device);
     oo.dtype = parse_dtype(o.dtype);
     impl_->owl = std::make_unique<pipelines::OwlDetector>(rm.dir, oo);
-    log_info("{}: grounder {} loaded in {:.0f} ms ({})", tool, rm.name, ms_since(t0), impl_->owl->describe());
+    log_info("{}: grounder {} loaded in {:.0f} ms ({})", tool, rm.name, now_ms() - t0, impl_->owl->describe());
   }
 }
 
@@ -140,7 +135,7 @@ GroundingRun TextGrounder::run(const cv::Mat& bgr, const std::vector<std::string
   if (phrases.empty()) throw UsageError("no text to ground");
   const auto& g = impl_->g;
   if (impl_->chat) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const double t0 = now_ms();
     for (std::size_t i = 0; i < phrases.size(); ++i) {
       Activity asking("asking " + impl_->model_name + " where \"" + phrases[i].substr(0, 40) + "\" is");
       auto r = pipelines::ground_with_llava(*impl_->chat, bgr, phrases[i]);
@@ -157,7 +152,7 @@ GroundingRun TextGrounder::run(const cv::Mat& bgr, const std::vector<std::string
       out.best.push_back(b);
       check_interrupted();
     }
-    out.timings["grounder_ms"] = ms_since(t0);
+    out.timings["grounder_ms"] = now_ms() - t0;
     return out;
   }
 
