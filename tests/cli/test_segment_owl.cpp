@@ -229,4 +229,18 @@ TEST_CASE("cli owl: lli-edit --target finds the object itself (remove with SAM m
   CHECK(!fs::exists(t / "none.png"));
   Run both = run("lli-edit remove --backend telea" + img + owl + "--target 'a ball' --mask m.png -o x.png", t);
   CHECK(both.code == 2);
+
+  // A batch loads the grounder (and looks for SAM) once, not once per image.
+  fs::create_directories(t / "in");
+  for (const char* name : {"a.png", "b.png", "c.png"}) fs::copy_file(fx("owlv2-tiny-a") / "image.png", t / "in" / name);
+  Run b = run("lli-edit remove --backend telea -i in --outdir out" + owl + "--target 'a ball' --box-threshold 0", t);
+  REQUIRE_MESSAGE(b.code == 0, b.err);
+  for (const char* name : {"a.png", "b.png", "c.png"}) CHECK(fs::exists(t / "out" / name));
+  auto count = [&](const std::string& what) {
+    int c = 0;
+    for (std::size_t at = b.err.find(what); at != std::string::npos; at = b.err.find(what, at + 1)) ++c;
+    return c;
+  };
+  CHECK(count("lli-edit: grounder ") == 1);  // "lli-edit: grounder <dir> loaded in ... ms" once
+  CHECK(count("\"a ball\": 1 box(es)") == 3);
 }

@@ -130,59 +130,6 @@ cv::Mat session_mask(Session& s, int step) {
   return acc;
 }
 
-// The mask of the object named by --target: grounded boxes (every instance or the best one), each
-// turned into a mask by SAM when a SAM checkpoint is available, else filled. Fills `info`.
-cv::Mat target_mask(const CommonOptions& o, const EditOptions& e, const cv::Mat& bgr, Session* session,
-                    const std::string& sha, json& info) {
-  TextGrounder g(o, e.grounding, "lli-edit");
-  GroundingRun run = g.run(bgr, {e.target}, session, sha);
-  if (run.selected.empty())
-    throw InputError("no detection of \"" + e.target.substr(0, 60) + "\" above --box-threshold " +
-                     fmt::format("{}", e.grounding.box_threshold) +
-                     (run.best.empty() || !run.best[0].score ? std::string()
-                                                              : fmt::format(" (best score {:.3f})", *run.best[0].score)));
-  std::unique_ptr<SamSegmenter> sam;
-  std::string sam_name = e.sam_model.empty() ? registry(o).tool_string("lli-segment", "model", "") : e.sam_model;
-  if (!sam_name.empty()) {
-    try {
-      const ResolvedModel m = registry(o).resolve_model(sam_name);
-      SamOptions so;
-      so.device = parse_device(o.device);
-      so.dtype = parse_dtype(o.dtype);
-      Activity loading("loading the model " + m.name);
-      sam = std::make_unique<SamSegmenter>(m.dir, so);
-      sam_name = m.name;
-    } catch (const ModelError& err) {
-      if (!e.sam_model.empty()) throw;
-      log_info("lli-edit: SAM ('{}') is not installed; the grounded box is the mask", sam_name);
-    }
-  }
-  cv::Mat mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
-  json boxes = json::array();
-  if (sam) {
-    SamPrompt sp;
-    for (const auto& b : run.selected) sp.boxes.push_back({b.x0, b.y0, b.x1, b.y1});
-    for (const auto& m : sam->segment(sam->compute_embedding(bgr), sp)) cv::bitwise_or(mask, m.mask, mask);
-  } else {
-    for (const auto& b : run.selected) {
-      const cv::Rect r = cv::Rect(cv::Point(static_cast<int>(std::floor(b.x0)), static_cast<int>(std::floor(b.y0))),
-                                  cv::Point(static_cast<int>(std::ceil(b.x1)), static_cast<int>(std::ceil(b.y1)))) &
-                         cv::Rect(0, 0, bgr.cols, bgr.rows);
-      mask(r).setTo(255);
-    }
-  }
-  for (const auto& b : run.selected) boxes.push_back(b.to_json());
-  info["target"] = e.target;
-  info["grounder"] = g.kind();
-  info["grounder_model"] = g.model_name();
-  info["target_boxes"] = boxes;
-  info["target_mask_from"] = sam ? "sam " + sam_name : std::string("box");
-  log_info("lli-edit: \"{}\": {} box(es) from {}, mask from {}", e.target.substr(0, 60), run.selected.size(), g.model_name(),
-           sam ? sam_name : std::string("the box"));
-  if (cv::countNonZero(mask) == 0) throw InputError("the mask of \"" + e.target.substr(0, 60) + "\" is empty");
-  return mask;
-}
-
 std::pair<int, int> parse_pair(const std::string& flag, const std::string& v) {
   int a = 0, b = 0;
   char c = 0, extra = 0;
@@ -273,14 +220,85 @@ class Models {
   }
   const std::string& gligen_name() const { return gligen_name_; }
 
+  // --target: the text grounder, loaded at the first use.
+  const TextGrounder& grounder() {
+    if (!grounder_) grounder_ = std::make_unique<TextGrounder>(o_, e_.grounding, "lli-edit");
+    return *grounder_;
+  }
+
+  // --target: SAM (--sam-model, else models.yaml tools.lli-segment.model), loaded at the first use;
+  // null when no SAM checkpoint is named or the default one is not installed (the box is the mask).
+  SamSegmenter* target_sam() {
+    if (sam_tried_) return sam_.get();
+    sam_tried_ = true;
+    std::string name = e_.sam_model.empty() ? registry(o_).tool_string("lli-segment", "model", "") : e_.sam_model;
+    if (name.empty()) return nullptr;
+    try {
+      const ResolvedModel m = registry(o_).resolve_model(name);
+      SamOptions so;
+      so.device = parse_device(o_.device);
+      so.dtype = parse_dtype(o_.dtype);
+      Activity loading("loading the model " + m.name);
+      sam_ = std::make_unique<SamSegmenter>(m.dir, so);
+      sam_name_ = m.name;
+    } catch (const ModelError&) {
+      if (!e_.sam_model.empty()) throw;
+      log_info("lli-edit: SAM ('{}') is not installed; the grounded box is the mask", name);
+    }
+    return sam_.get();
+  }
+  const std::string& target_sam_name() const { return sam_name_; }
 
  private:
   const CommonOptions& o_;
   const EditOptions& e_;
   std::unique_ptr<LamaInpainter> lama_;
   std::unique_ptr<GLIGENGenerator> gligen_;
-  std::string lama_name_, gligen_name_;
+  std::unique_ptr<TextGrounder> grounder_;
+  std::unique_ptr<SamSegmenter> sam_;
+  bool sam_tried_ = false;
+  std::string lama_name_, gligen_name_, sam_name_;
 };
+
+// The mask of the object named by --target: grounded boxes (every instance or the best one), each
+// turned into a mask by SAM when a SAM checkpoint is available, else filled. Fills `info`.
+// The grounder and SAM come from `models` (loaded once for a whole batch).
+cv::Mat target_mask(const EditOptions& e, Models& models, const cv::Mat& bgr, Session* session, const std::string& sha,
+                    json& info) {
+  const TextGrounder& g = models.grounder();
+  GroundingRun run = g.run(bgr, {e.target}, session, sha);
+  if (run.selected.empty())
+    throw InputError("no detection of \"" + e.target.substr(0, 60) + "\" above --box-threshold " +
+                     fmt::format("{}", e.grounding.box_threshold) +
+                     (run.best.empty() || !run.best[0].score ? std::string()
+                                                              : fmt::format(" (best score {:.3f})", *run.best[0].score)));
+  SamSegmenter* sam = models.target_sam();
+  const std::string& sam_name = models.target_sam_name();
+  cv::Mat mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
+  json boxes = json::array();
+  if (sam) {
+    SamPrompt sp;
+    for (const auto& b : run.selected) sp.boxes.push_back({b.x0, b.y0, b.x1, b.y1});
+    for (const auto& m : sam->segment(sam->compute_embedding(bgr), sp)) cv::bitwise_or(mask, m.mask, mask);
+  } else {
+    for (const auto& b : run.selected) {
+      const cv::Rect r = cv::Rect(cv::Point(static_cast<int>(std::floor(b.x0)), static_cast<int>(std::floor(b.y0))),
+                                  cv::Point(static_cast<int>(std::ceil(b.x1)), static_cast<int>(std::ceil(b.y1)))) &
+                         cv::Rect(0, 0, bgr.cols, bgr.rows);
+      mask(r).setTo(255);
+    }
+  }
+  for (const auto& b : run.selected) boxes.push_back(b.to_json());
+  info["target"] = e.target;
+  info["grounder"] = g.kind();
+  info["grounder_model"] = g.model_name();
+  info["target_boxes"] = boxes;
+  info["target_mask_from"] = sam ? "sam " + sam_name : std::string("box");
+  log_info("lli-edit: \"{}\": {} box(es) from {}, mask from {}", e.target.substr(0, 60), run.selected.size(), g.model_name(),
+           sam ? sam_name : std::string("the box"));
+  if (cv::countNonZero(mask) == 0) throw InputError("the mask of \"" + e.target.substr(0, 60) + "\" is empty");
+  return mask;
+}
 
 // ---- one edit ------------------------------------------------------------------------------------
 struct EditInput {
@@ -628,7 +646,7 @@ int main(int argc, char** argv) {
       if (needs_mask) {
         if (!e.target.empty()) {
           const std::string sha = session && step >= 0 ? session->step(step).sha256 : "";
-          in.mask = target_mask(o, e, in.bgr, session, sha, in.target_info);
+          in.mask = target_mask(e, models, in.bgr, session, sha, in.target_info);
           in.mask_name = "the mask of \"" + e.target.substr(0, 40) + "\"";
         } else if (!mask_path.empty()) {
           in.mask = read_edit_mask(mask_path);
