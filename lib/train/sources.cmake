@@ -1,0 +1,2 @@
+list(APPEND LLI_TORCH_SOURCES
+  train/demo_sam.cpp)

@@ -1,0 +1,79 @@
+// lli-train-demo: trains lli's demo models on the shapes world (issue 13) and evaluates them.
+// Argument parsing only: the training loops and the evaluation live in lib/train/.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "common/cli.h"
+#include "lli/log.h"
+#include "train/demo_sam.h"
+
+namespace {
+
+using namespace lli;
+using namespace lli::cli;
+
+const char* kExamples = R"(
+Examples:
+  lli-train-demo sam --out models/demo-sam                 # the shipped demo-sam (fixed seed and steps)
+  lli-train-demo sam --out /tmp/sam --steps 200 --json     # a short trial
+  lli-train-demo eval-sam models/demo-sam --scenes 100     # mean IoU on held-out scenes
+scripts/train-demo-models.sh runs the shipped configurations. Training is fp32 on the CPU cores
+(--threads). The models only know the synthetic shapes world.
+Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad checkpoint, 5 runtime, 130 interrupted.)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lli-train-demo: train and evaluate lli's demo models on the synthetic shapes world"};
+  app.footer(kExamples);
+  app.require_subcommand(1);
+  CommonOptions o;
+  FlagSet which;
+  which.model = which.image = which.output = which.session = which.batch = which.seed = false;  // --device, --threads
+  add_common_flags(app, o, which);
+
+  train::DemoSamOptions so;
+  std::string out;
+  std::uint64_t seed = 1;
+  int eval_scenes = 100;
+  auto* sam = app.add_subcommand("sam", "Train demo-sam (a small SamModel) and evaluate it")->fallthrough();
+  sam->add_option("--out", out, "Output model directory")->required();
+  sam->add_option("--steps", so.steps, "Optimizer steps")->capture_default_str();
+  sam->add_option("--seed", seed, "Seed of the initialisation and the prompt sampling")->capture_default_str();
+  sam->add_option("--images", so.images_per_step, "Images per step")->capture_default_str();
+  sam->add_option("--prompts", so.prompts_per_image, "Prompts per image")->capture_default_str();
+  sam->add_option("--lr", so.lr, "Peak learning rate (AdamW)")->capture_default_str();
+  sam->add_option("--minutes", so.max_minutes, "Stop after this many minutes of training (0 = no limit)");
+  sam->add_option("--eval-scenes", eval_scenes, "Held-out scenes evaluated after training (0 = none)")
+      ->capture_default_str();
+
+  std::string eval_dir;
+  auto* eval = app.add_subcommand("eval-sam", "Mean IoU of a SAM checkpoint on held-out shapes-world scenes")->fallthrough();
+  eval->add_option("MODEL_DIR", eval_dir, "SAM checkpoint directory")->required();
+  eval->add_option("--scenes", eval_scenes, "Held-out scenes (seeds 1..N)")->capture_default_str();
+
+  return run_tool("lli-train-demo", app, argc, argv, o, [&] {
+    apply_runtime_options(o, /*uses_torch=*/true);
+    nlohmann::json j;
+    std::string dir = eval_dir;
+    if (sam->parsed()) {
+      so.out_dir = out;
+      so.seed = seed;
+      const auto rep = train::train_demo_sam(so);
+      j = {{"model", "demo-sam"}, {"out", out}, {"steps", rep.steps}, {"seconds", rep.seconds},
+           {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+      dir = out;
+    }
+    if (eval_scenes > 0) {
+      const auto r = train::evaluate_demo_sam(dir, eval_scenes);
+      log_info("lli-train-demo: {} objects of {} held-out scenes: mean IoU point {:.3f}, box {:.3f}, stroke {:.3f}",
+               r.objects, eval_scenes, r.iou_point, r.iou_box, r.iou_stroke);
+      j["eval"] = {{"scenes", eval_scenes}, {"objects", r.objects}, {"iou_point", r.iou_point},
+                   {"iou_box", r.iou_box}, {"iou_stroke", r.iou_stroke}};
+    }
+    if (o.json) std::printf("%s\n", j.dump().c_str());
+  });
+}
