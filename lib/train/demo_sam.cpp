@@ -29,6 +29,15 @@ using json = nlohmann::json;
 
 namespace {
 
+int env_int(const char* name, int def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : def;
+}
+double env_double(const char* name, double def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atof(v) : def;
+}
+
 // The demo model's sizes (a small ViT: 16 x 16 tokens of 8 px at 128 px input).
 json demo_sam_config(int image_size) {
   const int patch = 8, hidden = 96, out = 64;
@@ -51,7 +60,8 @@ json demo_sam_config(int image_size) {
                  {"model_type", ""}};
   json decoder = {{"hidden_size", out},
                   {"mlp_dim", 4 * out},
-                  {"num_attention_heads", 4},
+                  {"num_attention_heads", env_int("LLI_DS_HEADS", 4)},
+                  {"attention_downsample_rate", env_int("LLI_DS_DOWN", 2)},
                   {"iou_head_hidden_dim", out},
                   {"model_type", ""}};
   return {{"architectures", {"SamModel"}},
@@ -119,7 +129,7 @@ void init_weights(torch::nn::Module& model, std::uint64_t seed) {
   }
   for (auto& b : model.named_buffers(true)) {
     if (ends_with(b.key(), "positional_embedding"))
-      b.value().normal_(0.0, kFourierScale);
+      b.value().normal_(0.0, env_double("LLI_DS_SIGMA", kFourierScale));
     else
       throw RuntimeError("demo-sam: no initialisation rule for the buffer " + b.key());
   }
@@ -189,7 +199,9 @@ Batch make_batch(const DemoSamOptions& o, const m::SamImageProcessorConfig& pc, 
   for (int i = 0; i < o.images_per_step; ++i) {
     const auto seed = kTrainSeedBase + static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.images_per_step) +
                       static_cast<std::uint64_t>(i);
-    const world::Scene sc = world::make_scene(seed);
+    world::SceneConfig wc;
+    wc.min_objects = env_int("LLI_DS_MINOBJ", 1);
+    const world::Scene sc = world::make_scene(seed, wc);
     const m::SamImageInputs in = m::sam_preprocess_bgr(sc.image, pc);
     pix.push_back(in.pixel_values);
     const m::SamCoordScale cs = m::sam_coord_scale(sc.image.rows, sc.image.cols, pc);

@@ -542,6 +542,10 @@ TEST_CASE("cli hardening: a full disk (RLIMIT_FSIZE) is exit 5 and one line, no 
 }
 
 TEST_CASE("cli hardening: a memory limit (RLIMIT_AS) is exit 5, one line 'out of memory while ...', never an abort") {
+#if defined(__SANITIZE_ADDRESS__)
+  LLI_SKIP("an AddressSanitizer build (scripts/test.sh --sanitize) maps terabytes of shadow memory at start: no "
+           "tool can start under an address-space limit");
+#endif
   TempDir t;
   // A 10000x10000 (100 MP, the default limit) photo-like PNG of 360 KB: 300 MB of pixels once
   // decoded, more for grabcut's and SAM's full-size masks.
