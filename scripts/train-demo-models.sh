@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Trains lli's demo models on the synthetic shapes world (issue 13) with the shipped settings and
+# writes them to models/<name>/ (config, weights, train-log.tsv). Not run by CI or the tests; the
+# tests load the committed weights.
+#
+#   scripts/train-demo-models.sh            every demo model
+#   scripts/train-demo-models.sh sam        one of them (sam)
+#
+# Each run is reproducible: fixed seeds and step counts (the data and the learning-rate schedule
+# depend on them only; threads may change the last bits of fp32 sums). Times on the 2-core dev
+# machine: see each models/<name>/MODEL_CARD.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+BIN=${LLI_BUILD_DIR:-build}/train/lli-train-demo
+NAMES=("$@")
+((${#NAMES[@]})) || NAMES=(sam)
+for name in "${NAMES[@]}"; do
+  case $name in
+    sam)
+      echo "== demo-sam (models/demo-sam)" >&2
+      "$BIN" sam --out models/demo-sam --steps "${LLI_DEMO_SAM_STEPS:-5000}" --seed 1 --eval-scenes 200 --progress --json
+      ;;
+    *)
+      echo "train-demo-models.sh: no demo model '$name' (one of: sam)" >&2
+      exit 2
+      ;;
+  esac
+done
