@@ -7,8 +7,8 @@
 #   scripts/train-demo-models.sh sam        one of them (sam)
 #
 # Each run is reproducible: fixed seeds and step counts (the data and the learning-rate schedule
-# depend on them only; threads may change the last bits of fp32 sums). Times on the 2-core dev
-# machine: see each models/<name>/MODEL_CARD.md.
+# depend on them only) and one thread (so that the fp32 sums come out the same). Times on the
+# 2-core dev machine: see each models/<name>/MODEL_CARD.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -20,7 +20,8 @@ for name in "${NAMES[@]}"; do
   case $name in
     sam)
       echo "== demo-sam (models/demo-sam)" >&2
-      "$BIN" sam --out models/demo-sam --steps "${LLI_DEMO_SAM_STEPS:-5000}" --seed 1 --eval-scenes 200 --progress --json
+      "$BIN" sam --out models/demo-sam --steps "${LLI_DEMO_SAM_STEPS:-5000}" --seed 1 --threads 1 --eval-scenes 200 \
+        --progress --json
       ;;
     *)
       echo "train-demo-models.sh: no demo model '$name' (one of: sam)" >&2
