@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs a demo pipeline on samples/ with the
-# classical backends (GrabCut segmentation, Telea removal). Outputs go to demo-out/.
+# The main job: installs what is missing, builds, and runs a demo pipeline: lli's own demo-sam on a
+# synthetic shapes-world scene, then samples/ with the classical backends (GrabCut segmentation,
+# Telea removal). Outputs go to demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -9,6 +10,16 @@ BIN=${LLI_BUILD_DIR:-build}/tools
 OUT=demo-out
 rm -rf "$OUT" && mkdir -p "$OUT"
 export LLI_CONFIG=$PWD/configs/models.yaml
+
+echo "== 0. demo-sam, a SamModel that lli trained itself on its synthetic shapes world (models/demo-sam):"
+echo "      a scene, the red cross segmented from a stroke drawn across it, then removed"
+TRAIN=${LLI_BUILD_DIR:-build}/train
+mkdir -p "$OUT/shapes"
+"$TRAIN/lli-train-demo" scene --seed 7 -o "$OUT/shapes/scene.png"
+"$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "78,106 104,106" \
+  -o "$OUT/shapes/cross.mask.png" --overlay "$OUT/shapes/cross.overlay.png" --json
+"$BIN/lli-edit" remove -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
+  -o "$OUT/shapes/scene.nocross.png" --json
 
 echo "== 1. segment the ball in messi5.jpg (stroke + box, GrabCut), with an overlay"
 "$BIN/lli-segment" -i samples/messi5.jpg --prompt samples/prompts/messi5.json \

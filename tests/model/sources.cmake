@@ -16,4 +16,5 @@ set(LLI_TORCH_TEST_SOURCES
   model/test_load_checks.cpp
   model/test_runtime_memory.cpp
   model/test_fft_nhwc.cpp
-  model/test_quant.cpp)
+  model/test_quant.cpp
+  model/test_demo_models.cpp)

@@ -140,6 +140,10 @@ TEST_CASE("registry: the shipped configs/models.yaml parses and names the expect
   CHECK(r.models().at("llava-1.5-7b").source == "llava-hf/llava-1.5-7b-hf");
   CHECK(r.models().at("gligen-inpainting").source == "masterful/gligen-1-4-inpainting-text-box");
   CHECK(r.models().at("sam-vit-huge").kind == "sam");
+  // The demo models ship in the repository: their paths are relative to the config file.
+  const auto demo = r.resolve_model("demo-sam");
+  CHECK(demo.kind == "sam");
+  CHECK(fs::equivalent(demo.dir, fs::path(LLI_SAMPLES).parent_path() / "models" / "demo-sam"));
   CHECK(r.tool_string("lli-chat", "model", "") == "llava-1.5-7b");
   CHECK(r.tool_double("lli-chat", "temperature", 1.0) == doctest::Approx(0.2));
   CHECK(r.tool_double("lli-chat", "top_p", 1.0) == doctest::Approx(0.7));
