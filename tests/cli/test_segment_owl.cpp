@@ -243,4 +243,11 @@ TEST_CASE("cli owl: lli-edit --target finds the object itself (remove with SAM m
   };
   CHECK(count("lli-edit: grounder ") == 1);  // "lli-edit: grounder <dir> loaded in ... ms" once
   CHECK(count("\"a ball\": 1 box(es)") == 3);
+
+  // A --sam-model that cannot be loaded fails every item (not the first one, then boxes for the rest).
+  Run bad = run("lli-edit remove --backend telea -i in --outdir out2" + owl +
+                    "--target 'a ball' --box-threshold 0 --sam-model ./no-such-sam",
+                t);
+  CHECK(bad.code == 4);
+  for (const char* name : {"a.png", "b.png", "c.png"}) CHECK(!fs::exists(t / "out2" / name));
 }

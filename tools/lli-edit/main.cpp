@@ -228,10 +228,11 @@ class Models {
 
   // --target: SAM (--sam-model, else models.yaml tools.lli-segment.model), loaded at the first use;
   // null when no SAM checkpoint is named or the default one is not installed (the box is the mask).
+  // A --sam-model that fails to load fails every batch item, not only the first.
   SamSegmenter* target_sam() {
     if (sam_tried_) return sam_.get();
-    sam_tried_ = true;
     std::string name = e_.sam_model.empty() ? registry(o_).tool_string("lli-segment", "model", "") : e_.sam_model;
+    sam_tried_ = name.empty();
     if (name.empty()) return nullptr;
     try {
       const ResolvedModel m = registry(o_).resolve_model(name);
@@ -245,6 +246,7 @@ class Models {
       if (!e_.sam_model.empty()) throw;
       log_info("lli-edit: SAM ('{}') is not installed; the grounded box is the mask", name);
     }
+    sam_tried_ = true;
     return sam_.get();
   }
   const std::string& target_sam_name() const { return sam_name_; }
