@@ -219,6 +219,18 @@ std::vector<std::string> Registry::model_names() const {
 
 // ---- model resolution ------------------------------------------------------------------------
 
+std::optional<ResolvedModel> Registry::installed_demo(const std::string& kind) const {
+  for (const auto& [name, e] : models_) {
+    if (name.rfind("demo-", 0) != 0 || e.kind != kind) continue;
+    try {
+      return resolve_model(name);
+    } catch (const ModelError&) {
+      // not installed: try the next one
+    }
+  }
+  return std::nullopt;
+}
+
 ResolvedModel Registry::resolve_model(const std::string& name_or_dir) const {
   if (name_or_dir.empty()) throw UsageError("--model: empty model name");
   std::error_code ec;

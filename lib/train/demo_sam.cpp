@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <vector>
 
 #include "lli/error.h"
@@ -20,6 +19,7 @@
 #include "nn/grad_mode.h"
 #include "nn/layers.h"
 #include "pipelines/segment_sam.h"
+#include "train/train_util.h"
 #include "world/shapes_world.h"
 
 namespace lli::train {
@@ -83,10 +83,6 @@ json demo_sam_preprocessor(int image_size) {
           {"size", {{"longest_edge", image_size}}}};
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // PyTorch's default initialisation, as the original SAM modules get it: linear and convolution
 // weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)), zero biases
 // (PyTorch draws them from the same range), embeddings N(0, 1), norms 1 and 0, zero absolute and
@@ -116,15 +112,7 @@ void init_weights(torch::nn::Module& model, std::uint64_t seed) {
     else
       t.normal_(0.0, 1.0);  // embeddings; the layers' weights are redrawn below
   }
-  for (auto& item : model.named_modules("", true)) {
-    torch::Tensor w;
-    if (auto* l = dynamic_cast<nn::LinearImpl*>(item.value().get())) w = l->weight;
-    if (auto* c = dynamic_cast<nn::Conv2dImpl*>(item.value().get())) w = c->weight;
-    if (auto* c = dynamic_cast<nn::ConvTranspose2dImpl*>(item.value().get())) w = c->weight;
-    if (!w.defined()) continue;
-    const double fan_in = static_cast<double>(w.numel() / w.size(0));
-    w.uniform_(-1.0 / std::sqrt(fan_in), 1.0 / std::sqrt(fan_in));
-  }
+  init_layers_pytorch_default(model);
   // The mask decoder's attentions start with k_proj = q_proj, so that a query and a key carrying
   // the same positional encoding already match (q . k = pe^T W^T W pe' peaks at pe = pe').
   auto params = model.named_parameters(true);
@@ -370,10 +358,7 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
     (p.value().dim() >= 2 && !ends_with(p.key(), "pos_embed") ? decay : no_decay).push_back(p.value());
     rep.parameters += p.value().numel();
   }
-  torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                                                           torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay))),
-                           torch::optim::OptimizerParamGroup(no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                                                              torch::optim::AdamWOptions(o.lr).weight_decay(0.0)))});
+  auto opt = make_adamw(std::move(decay), std::move(no_decay), o.lr, o.weight_decay);
   log_info("demo-sam: {} parameters, {} steps of {} images x {} prompts at {} px", rep.parameters, o.steps,
            o.images_per_step, o.prompts_per_image, o.image_size);
 
@@ -387,10 +372,8 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
   std::int64_t step = 0;
   for (; step < o.steps; ++step) {
     check_interrupted();
-    const double warm = std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(std::max<std::int64_t>(1, o.warmup)));
-    const double prog = static_cast<double>(step) / static_cast<double>(o.steps);
-    const double lr = o.lr * warm * (0.01 + 0.99 * 0.5 * (1.0 + std::cos(M_PI * prog)));
-    for (auto& grp : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(grp.options()).lr(lr);
+    const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
+    set_lr(*opt, lr);
 
     const Batch b = make_batch(o, pc, step, rng);
     auto emb = model->get_image_embeddings(b.pixels);  // [B, C, g, g]
@@ -407,10 +390,10 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
       }
     }
     loss = loss / std::max(1.0, total_rows);
-    opt.zero_grad();
+    opt->zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
-    opt.step();
+    opt->step();
 
     acc_loss += loss.item<double>();
     ++acc_n;

@@ -126,3 +126,20 @@ TEST_CASE("cli sam: --everything returns filtered automatic masks, and bad check
   CHECK(r.err.find("model.safetensors") != std::string::npos);
   CHECK_FALSE(fs::exists(t / "m.png"));
 }
+
+TEST_CASE("cli sam: --backend sam without -m takes the shipped demo-sam when the default SAM is not installed") {
+  TempDir t;
+  // LLI_MODELS points the registry's sam-vit-base at an empty place: not installed.
+  const std::string env = "export LLI_MODELS='" + (t / "no-models").string() + "'; ";
+  const std::string img = (sam_dir() / "image.png").string();
+  Run r = run(env + "lli-segment --backend sam -i '" + img + "' --point 20,20 -o m.png --json", t);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK_MESSAGE(r.err.find("'sam-vit-base' is not installed; using the demo model 'demo-sam'") != std::string::npos, r.err);
+  CHECK(json::parse(r.out)["model"] == "demo-sam");
+  CHECK(fs::exists(t / "m.png"));
+  // A model the user names is never replaced.
+  r = run(env + "lli-segment -m sam-vit-base -i '" + img + "' --point 20,20 -o m2.png", t);
+  CHECK(r.code == 4);
+  CHECK_MESSAGE(r.err.find("not installed") != std::string::npos, r.err);
+  CHECK_FALSE(fs::exists(t / "m2.png"));
+}

@@ -127,6 +127,24 @@ TEST_CASE("registry: config lookup order --config > $LLI_CONFIG > ~/.config > in
   }
 }
 
+TEST_CASE("registry: installed_demo picks an installed demo-* entry of the kind, in name order") {
+  lli::test::TempDir t;
+  fs::create_directories(t / "b");
+  const Registry r = Registry::parse(
+      "models:\n"
+      "  demo-a:\n    kind: sam\n    path: missing\n"      // not installed: skipped
+      "  demo-b:\n    kind: sam\n    path: b\n"
+      "  sam-real:\n    kind: sam\n    path: b\n"           // not a demo-* name
+      "  demo-c:\n    kind: lama\n    path: b\n",
+      t / "models.yaml");
+  const auto d = r.installed_demo("sam");
+  REQUIRE(d.has_value());
+  CHECK(d->name == "demo-b");
+  CHECK(d->kind == "sam");
+  CHECK(r.installed_demo("lama")->name == "demo-c");
+  CHECK_FALSE(r.installed_demo("llava").has_value());
+}
+
 TEST_CASE("registry: the shipped configs/models.yaml parses and names the expected models") {
   lli::test::TempDir home;
   EnvGuard h("HOME", home.path.string());
@@ -144,6 +162,11 @@ TEST_CASE("registry: the shipped configs/models.yaml parses and names the expect
   const auto demo = r.resolve_model("demo-sam");
   CHECK(demo.kind == "sam");
   CHECK(fs::equivalent(demo.dir, fs::path(LLI_SAMPLES).parent_path() / "models" / "demo-sam"));
+  // ... and are what a tool falls back to when its default checkpoint of that kind is missing.
+  const auto fallback = r.installed_demo("sam");
+  REQUIRE(fallback.has_value());
+  CHECK(fallback->name == "demo-sam");
+  CHECK_FALSE(r.installed_demo("owlv2").has_value());
   CHECK(r.tool_string("lli-chat", "model", "") == "llava-1.5-7b");
   CHECK(r.tool_double("lli-chat", "temperature", 1.0) == doctest::Approx(0.2));
   CHECK(r.tool_double("lli-chat", "top_p", 1.0) == doctest::Approx(0.7));

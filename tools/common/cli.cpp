@@ -234,7 +234,21 @@ ResolvedModel require_model(const CommonOptions& o, const std::string& tool) {
   if (name.empty())
     throw ModelError("no model configured for " + tool + ": pass -m CHECKPOINT_DIR or set tools." + tool +
                      ".model in models.yaml (see README, 'Models')");
-  return reg.resolve_model(name);
+  return resolve_or_demo(reg, name, !o.model.empty(), tool);
+}
+
+ResolvedModel resolve_or_demo(const Registry& reg, const std::string& name, bool explicit_choice, const std::string& tool) {
+  try {
+    return reg.resolve_model(name);
+  } catch (const ModelError&) {
+    const auto it = reg.models().find(name);
+    if (explicit_choice || it == reg.models().end()) throw;
+    const auto demo = reg.installed_demo(it->second.kind);
+    if (!demo) throw;
+    log_info("{}: '{}' is not installed; using the demo model '{}' (it knows only lli's synthetic shapes world: {})", tool,
+             name, demo->name, (demo->dir / "MODEL_CARD.md").string());
+    return *demo;
+  }
 }
 
 }  // namespace lli::cli

@@ -129,6 +129,13 @@ std::string numbered(const std::string& path, std::size_t k, std::size_t n);
 
 // A checkpoint for `-m` (or the tool's default model from the registry) must exist: throws the
 // registry's ModelError (with how to fetch it) when it does not. Returns the resolved model.
+// When -m is not given and the configured default is a registry entry that is not installed, an
+// installed demo model of the same kind (Registry::installed_demo) is used instead, said on stderr.
 ResolvedModel require_model(const CommonOptions& o, const std::string& tool);
+
+// reg.resolve_model(name), or (unless explicit_choice, i.e. the user named it) the installed demo
+// model of the entry's kind when `name` is a registry entry that is not installed; the original
+// ModelError when there is none.
+ResolvedModel resolve_or_demo(const Registry& reg, const std::string& name, bool explicit_choice, const std::string& tool);
 
 }  // namespace lli::cli

@@ -160,21 +160,22 @@ class Models {
     if (b != "auto" && b != "lama" && b != "telea") throw UsageError("--backend '" + b + "': expected auto, lama or telea");
     if (b != "auto") return b;
     try {
-      const ResolvedModel m = lama_model();
+      // auto takes LaMa only when the configured (or -m) checkpoint is installed: not the demo
+      // model, which knows only the shapes world (Telea does better on photos)
+      const ResolvedModel m = registry(o_).resolve_model(lama_model_name());
       if (lama_model_present(m.dir)) return "lama";
       log_info("lli-edit: {} has no generator.safetensors + config.yaml; using the telea backend", m.dir.string());
     } catch (const ModelError&) {
-      const std::string name = o_.model.empty() ? registry(o_).tool_string("lli-edit", "model", "big-lama") : o_.model;
-      log_info("lli-edit: LaMa ('{}') is not installed; using the telea backend (--backend lama says why)", name);
+      log_info("lli-edit: LaMa ('{}') is not installed; using the telea backend (--backend lama: the shapes-world demo LaMa when installed, else why not)", lama_model_name());
     }
     return "telea";
   }
 
-  ResolvedModel lama_model() const {
-    const Registry& reg = registry(o_);
-    std::string name = o_.model.empty() ? reg.tool_string("lli-edit", "model", "big-lama") : o_.model;
-    return reg.resolve_model(name);
+  std::string lama_model_name() const {
+    return o_.model.empty() ? registry(o_).tool_string("lli-edit", "model", "big-lama") : o_.model;
   }
+  // -m, else models.yaml's model; when that default is not installed, the demo LaMa (demo-lama).
+  ResolvedModel lama_model() const { return resolve_or_demo(registry(o_), lama_model_name(), !o_.model.empty(), "lli-edit"); }
 
   LamaInpainter& lama() {
     if (!lama_) {

@@ -91,6 +91,10 @@ class Registry {
   // ModelError listing the known names.
   ResolvedModel resolve_model(const std::string& name_or_dir) const;
 
+  // The first installed demo model (an entry named demo-*, trained by lli on its shapes world:
+  // models/, issue 13) of `kind` ("sam", "lama", ...), in name order; nullopt when there is none.
+  std::optional<ResolvedModel> installed_demo(const std::string& kind) const;
+
   // Per-tool defaults from tools.<tool>.<key> (YAML scalars). tool_default gives the scalar text.
   // Typed getters return `fallback` (the built-in default) when the key is absent and throw
   // ModelError naming the file, line:column and key when the value has the wrong type.

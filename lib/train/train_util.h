@@ -1,0 +1,62 @@
+// Helpers shared by the demo-model training loops (lib/train, issue 13): PyTorch's default
+// initialisation of lli's layers, the learning-rate schedule, AdamW groups. Includes libtorch:
+// only lib/train/*.cpp include it.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace lli::train {
+
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// PyTorch's default for linear and (transposed) convolution weights: U(-1/sqrt(fan_in),
+// 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)); fan_in = numel / size(0) as PyTorch
+// computes it for these layouts. Other tensors are left alone.
+inline void init_layers_pytorch_default(torch::nn::Module& model) {
+  torch::NoGradGuard ng;
+  for (auto& item : model.named_modules("", true)) {
+    torch::Tensor w;
+    if (auto* l = dynamic_cast<nn::LinearImpl*>(item.value().get())) w = l->weight;
+    if (auto* c = dynamic_cast<nn::Conv2dImpl*>(item.value().get())) w = c->weight;
+    if (auto* c = dynamic_cast<nn::ConvTranspose2dImpl*>(item.value().get())) w = c->weight;
+    if (!w.defined()) continue;
+    const double fan_in = static_cast<double>(w.numel() / w.size(0));
+    w.uniform_(-1.0 / std::sqrt(fan_in), 1.0 / std::sqrt(fan_in));
+  }
+}
+
+// Linear warm-up over `warmup` steps, then cosine decay to 1 % of `peak` at `steps`.
+inline double warmup_cosine_lr(double peak, std::int64_t step, std::int64_t steps, std::int64_t warmup) {
+  const double warm = std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(std::max<std::int64_t>(1, warmup)));
+  const double prog = static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, steps));
+  return peak * warm * (0.01 + 0.99 * 0.5 * (1.0 + std::cos(M_PI * prog)));
+}
+
+inline void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& grp : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(grp.options()).lr(lr);
+}
+
+// AdamW over two groups: `decay` with weight decay, `no_decay` without.
+inline std::unique_ptr<torch::optim::AdamW> make_adamw(std::vector<torch::Tensor> decay, std::vector<torch::Tensor> no_decay,
+                                                       double lr, double weight_decay) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty())
+    groups.emplace_back(std::move(decay), std::make_unique<torch::optim::AdamWOptions>(
+                                              torch::optim::AdamWOptions(lr).weight_decay(weight_decay)));
+  if (!no_decay.empty())
+    groups.emplace_back(std::move(no_decay),
+                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).weight_decay(0.0)));
+  return std::make_unique<torch::optim::AdamW>(std::move(groups));
+}
+
+}  // namespace lli::train
