@@ -4,10 +4,11 @@
 # tests load the committed weights.
 #
 #   scripts/train-demo-models.sh            every demo model
-#   scripts/train-demo-models.sh sam        one of them (sam)
+#   scripts/train-demo-models.sh sam        one of them (sam, lama)
 #
 # Each run is reproducible: fixed seeds and step counts (the data and the learning-rate schedule
-# depend on them only) and one thread (so that the fp32 sums come out the same). Times on the
+# depend on them only) and a fixed thread count (so that the fp32 sums come out the same: one
+# thread for sam, two for lama). Times on the
 # 2-core dev machine: see each models/<name>/MODEL_CARD.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ scripts/install-deps.sh
 scripts/build.sh
 BIN=${LLI_BUILD_DIR:-build}/train/lli-train-demo
 NAMES=("$@")
-((${#NAMES[@]})) || NAMES=(sam)
+((${#NAMES[@]})) || NAMES=(sam lama)
 for name in "${NAMES[@]}"; do
   case $name in
     sam)
@@ -23,8 +24,13 @@ for name in "${NAMES[@]}"; do
       "$BIN" sam --out models/demo-sam --steps "${LLI_DEMO_SAM_STEPS:-5000}" --seed 1 --threads 1 --eval-scenes 200 \
         --progress --json
       ;;
+    lama)
+      echo "== demo-lama (models/demo-lama)" >&2
+      "$BIN" lama --out models/demo-lama --steps "${LLI_DEMO_LAMA_STEPS:-8000}" --seed 1 --threads 2 --eval-scenes 200 \
+        --progress --json
+      ;;
     *)
-      echo "train-demo-models.sh: no demo model '$name' (one of: sam)" >&2
+      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama)" >&2
       exit 2
       ;;
   esac

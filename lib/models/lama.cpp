@@ -256,6 +256,13 @@ std::pair<torch::Tensor, torch::Tensor> bn_affine(const nn::BatchNorm2dImpl& bn)
   return {scale, b - mean * scale};
 }
 
+// nn.BatchNorm2d in train(): normalised with the batch's statistics, running statistics updated
+// (momentum 0.1).
+torch::Tensor bn_batch(const nn::BatchNorm2dImpl& bn, const torch::Tensor& x) {
+  return torch::batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, /*training=*/true, /*momentum=*/0.1,
+                           bn.eps, /*cudnn_enabled=*/false);
+}
+
 // conv weight [out, ...] scaled per output channel (dim 0; dim 1 for a transposed conv).
 torch::Tensor scale_weight(const torch::Tensor& w, const torch::Tensor& scale, int64_t dim = 0) {
   std::vector<std::int64_t> shape(static_cast<std::size_t>(w.dim()), 1);
@@ -517,7 +524,8 @@ torch::Tensor LamaFourierUnitImpl::forward_planar(const torch::Tensor& x) const 
     conv_in = torch::empty({B, 2 * C, H, Wf}, x.options().dtype(cdt));
     conv_in.view({B, C, 2, H, Wf}).copy_(torch::view_as_real(f).view({B, C, H, Wf, 2}).permute({0, 1, 4, 2, 3}));
   }
-  auto y = torch::conv2d(conv_in, fused.w, fused.b).relu_();  // [B, 2C', H, Wf]
+  auto y = bn_batch_stats ? bn_batch(*bn, torch::conv2d(conv_in, conv_layer->weight)).relu()
+                          : torch::conv2d(conv_in, fused.w, fused.b).relu_();  // [B, 2C', H, Wf]
   const auto Co = y.size(1) / 2;
   // -> complex planes [B*C', H, Wf] -> irfft2 -> [B*C', H, W]
   auto yc = torch::empty({B * Co, H, Wf, 2}, f32);
@@ -556,7 +564,8 @@ void LamaSpectralTransformImpl::prepare(torch::Dtype dtype, const torch::Tensor&
 
 torch::Tensor LamaSpectralTransformImpl::forward(const torch::Tensor& x_in) const {
   auto x = stride == 2 ? torch::avg_pool2d(x_in, {2, 2}, {2, 2}) : x_in;
-  x = torch::conv2d(x, fused_conv1.w, fused_conv1.b).relu_();  // [B, C/2, H, W]
+  x = bn_batch_stats ? bn_batch(*conv1->bn, torch::conv2d(x, conv1->conv->weight)).relu()
+                     : torch::conv2d(x, fused_conv1.w, fused_conv1.b).relu_();  // [B, C/2, H, W]
   auto z = x + fu->forward(x);
   if (enable_lfu) {
     // Local Fourier unit: the first quarter of the channels cut into 2x2 tiles stacked as
@@ -566,7 +575,7 @@ torch::Tensor LamaSpectralTransformImpl::forward(const torch::Tensor& x_in) cons
     xs = torch::cat(torch::split(xs, split, -1), 1).contiguous();
     z = z + lfu->forward(xs).repeat({1, 1, 2, 2});
   }
-  return torch::conv2d(z, fused_conv2);
+  return torch::conv2d(z, bn_batch_stats ? conv2->weight : fused_conv2);
 }
 
 LamaFFCBnActImpl::LamaFFCBnActImpl(std::int64_t in, std::int64_t out, const LamaConvSpec& sp, const LamaFFCConfig& c)
@@ -627,19 +636,28 @@ LamaPair LamaFFCBnActImpl::forward(const LamaPair& x) const {
     else
       xin = pad2d(parts.size() > 1 ? torch::cat(parts, 1) : x0, spec.padding, spec.padding_type);
     if (convl2l) l_padded = convg2l ? xin.narrow(1, 0, in_cl) : xin;
-    out.l = torch::conv2d(xin, local.w, local.b, spec.stride, conv_pad).relu_();
+    if (bn_batch_stats) {
+      std::vector<torch::Tensor> ws;  // the same input order: cat(x_l, x_g)
+      if (convl2l) ws.push_back(convl2l->weight);
+      if (convg2l) ws.push_back(convg2l->weight);
+      out.l = bn_batch(*bn_l, torch::conv2d(xin, torch::cat(ws, 1), {}, spec.stride, conv_pad)).relu();
+    } else {
+      out.l = torch::conv2d(xin, local.w, local.b, spec.stride, conv_pad).relu_();
+    }
   }
   if (bn_g) {
     torch::Tensor acc;
     if (convl2g) {
       if (!l_padded.defined()) l_padded = pad2d(x.l, spec.padding, spec.padding_type);
-      acc = torch::conv2d(l_padded, l2g.w, l2g.b, spec.stride, conv_pad);
+      acc = bn_batch_stats ? torch::conv2d(l_padded, convl2g->weight, {}, spec.stride, conv_pad)
+                           : torch::conv2d(l_padded, l2g.w, l2g.b, spec.stride, conv_pad);
     }
     if (convg2g) {
       auto s = convg2g->forward(x.g);
-      acc = acc.defined() ? acc.add_(s) : s.add_(g_shift);
+      if (bn_batch_stats) acc = acc.defined() ? acc + s : s;
+      else acc = acc.defined() ? acc.add_(s) : s.add_(g_shift);
     }
-    out.g = torch::relu_(acc);
+    out.g = bn_batch_stats ? bn_batch(*bn_g, acc).relu() : torch::relu_(acc);
   }
   return out;
 }
@@ -706,6 +724,15 @@ void LamaGeneratorImpl::prepare(torch::Dtype dtype) {
   prepared_ = true;
 }
 
+void LamaGeneratorImpl::set_batch_norm_training(bool on) {
+  bn_batch_stats_ = on;
+  for (const auto& m : modules(/*include_self=*/false)) {
+    if (auto* f = dynamic_cast<LamaFFCBnActImpl*>(m.get())) f->bn_batch_stats = on;
+    if (auto* t = dynamic_cast<LamaSpectralTransformImpl*>(m.get())) t->bn_batch_stats = on;
+    if (auto* u = dynamic_cast<LamaFourierUnitImpl*>(m.get())) u->bn_batch_stats = on;
+  }
+}
+
 torch::Tensor LamaGeneratorImpl::forward(const torch::Tensor& input, const nn::Tap& tap) const {
   if (!prepared_) throw RuntimeError("LaMa generator: prepare() was not called after loading");
   nn::ForwardGuard no_grad;
@@ -725,7 +752,9 @@ torch::Tensor LamaGeneratorImpl::forward(const torch::Tensor& input, const nn::T
   }
   x = torch::cat({p.l, p.g}, 1);  // ConcatTupleLayer: [B, l + g, H/2^n, W/2^n]
   nn::tap_if(tap, "concat", -1, x);
-  for (std::size_t i = 0; i < up_bias_.size(); ++i) {
+  for (std::size_t i = 0; bn_batch_stats_ && i < up_conv.size(); ++i)  // training: the reference's order
+    x = bn_batch(*up_bn[i], torch::conv_transpose2d(x, up_conv[i]->weight, up_conv[i]->bias, 2, 1, 1)).relu();
+  for (std::size_t i = 0; !bn_batch_stats_ && i < up_bias_.size(); ++i) {
     // ConvTranspose2d as four sub-pixel convolutions: bf16 conv_transpose2d is broken in libtorch
     // 1.13, and in fp32 this is faster too (bench_lama f32 512^2: 365 ms -> ~190 ms).
     std::vector<torch::Tensor> k(up_subpixel_.begin() + static_cast<std::ptrdiff_t>(4 * i),

@@ -12,8 +12,11 @@
 //   2+n_down .. 1+n_down+n_blk FFCResnetBlock | ConcatTupleLayer | per upsampling step
 //   ConvTranspose2d, BatchNorm2d, ReLU | ReflectionPad2d(3) | Conv2d 7x7 | output activation.
 //
-// Inference only: BatchNorm uses its running statistics and is folded into the preceding
-// convolution at load (prepare()); the module's registered tensors stay the checkpoint's.
+// Inference: BatchNorm uses its running statistics and is folded into the preceding convolution
+// at load (prepare()); the module's registered tensors stay the checkpoint's. Training (the demo
+// model, lib/train/demo_lama): set_batch_norm_training(true) runs the reference's unfused order
+// instead — convolution, BatchNorm with the batch's statistics (running statistics updated, as
+// nn.BatchNorm2d in train()), activation — in fp32 through autograd.
 // Compute dtype: the convolutions run in the chosen dtype (f32 or bf16; f16 on CUDA); the Fourier
 // transforms always run in fp32 (libtorch 1.13 has no bf16 FFT). ConvTranspose2d in bf16 runs as
 // four sub-pixel convolutions (libtorch 1.13's bf16 CPU transposed convolution is broken).
@@ -96,6 +99,7 @@ struct LamaFourierUnitImpl : torch::nn::Module {
   torch::Tensor forward_planar(const torch::Tensor& x) const;
 
   LamaFftNorm norm;
+  bool bn_batch_stats = false;  // training: conv_layer, then bn on the batch's statistics
   nn::Conv2d conv_layer{nullptr};  // [2 C_out, 2 C_in, 1, 1], channels interleaved (c re, c im, ...)
   nn::BatchNorm2d bn{nullptr};
   LamaFused fused;
@@ -114,6 +118,7 @@ struct LamaSpectralTransformImpl : torch::nn::Module {
 
   std::int64_t stride;
   bool enable_lfu;
+  bool bn_batch_stats = false;  // training: unfused conv1 and conv2 (the FFC's bn_g follows)
   LamaConvBn conv1{nullptr};
   LamaFourierUnit fu{nullptr}, lfu{nullptr};
   nn::Conv2d conv2{nullptr};
@@ -136,6 +141,7 @@ struct LamaFFCBnActImpl : torch::nn::Module {
 
   std::int64_t in_cl, in_cg, out_cl, out_cg;
   LamaConvSpec spec;
+  bool bn_batch_stats = false;  // training: unfused convolutions, bn_l / bn_g on the batch's statistics
   std::shared_ptr<torch::nn::Module> ffc;
   nn::Conv2d convl2l{nullptr}, convl2g{nullptr}, convg2l{nullptr};  // ffc.*; null = nn.Identity
   LamaSpectralTransform convg2g{nullptr};
@@ -160,6 +166,10 @@ struct LamaGeneratorImpl : torch::nn::Module {
   // binding). forward() needs it.
   void prepare(torch::Dtype dtype);
 
+  // Training mode of every BatchNorm (see above); fp32 only. forward() still needs prepare() once
+  // (for the dtype); switch back and prepare() again before inference.
+  void set_batch_norm_training(bool on);
+
   // input: [B, input_nc, H, W] with H, W multiples of 2^n_downsampling -> [B, output_nc, H, W]
   // fp32 (after the output activation). Taps: "init_l" (model[1] local output), "down_l"/"down_g"
   // (index i: model[2 + i]), "block_l"/"block_g" (index b: resnet block b), "concat".
@@ -183,6 +193,7 @@ struct LamaGeneratorImpl : torch::nn::Module {
   LamaFused final_;
   torch::Dtype dtype_ = torch::kFloat32;
   bool prepared_ = false;
+  bool bn_batch_stats_ = false;
 };
 TORCH_MODULE(LamaGenerator);
 

@@ -344,9 +344,8 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
   std::filesystem::create_directories(o.out_dir);
   const json cfg_json = demo_sam_config(o.image_size), pre_json = demo_sam_preprocessor(o.image_size);
   const m::SamConfig cfg = m::parse_sam_config(cfg_json, "demo-sam config");
-  m::SamImageProcessorConfig pc;
-  pc.longest_edge = o.image_size;
-  pc.pad_height = pc.pad_width = o.image_size;
+  const m::SamImageProcessorConfig pc =
+      m::parse_sam_image_processor_config(m::ConfigReader(pre_json, "demo-sam preprocessor_config.json"));
 
   nn::TrainingScope training;
   m::SamModel model(cfg);
@@ -425,13 +424,7 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
   rep.steps = step;
   rep.seconds = (now_ms() - t0) / 1e3;
 
-  TensorMap tensors;
-  {
-    torch::NoGradGuard ng;
-    for (const auto& p : model->named_parameters(true))
-      tensors[p.key()] = p.value().detach().to(o.fp16 ? torch::kFloat16 : torch::kFloat32).contiguous();
-    for (const auto& b : model->named_buffers(true)) tensors[b.key()] = b.value().detach().to(torch::kFloat32).contiguous();
-  }
+  const TensorMap tensors = trained_tensors(*model, o.fp16);
   save_tensors(o.out_dir / "model.safetensors", tensors,
                {{"format", "pt"}, {"lli_demo", "demo-sam"}, {"steps", std::to_string(rep.steps)}, {"seed", std::to_string(o.seed)}});
   write_json_atomic(o.out_dir / "config.json", cfg_json);
@@ -444,6 +437,9 @@ SamEvalResult evaluate_demo_sam(const std::filesystem::path& model_dir, int scen
   pipelines::SamOptions so;
   so.dtype = DTypeChoice::f32;
   pipelines::SamSegmenter seg(model_dir, so);
+  const m::SamImageProcessorConfig pc = m::load_sam_image_processor_config(model_dir);
+  const int lr = seg.low_res_size();
+  const int pad_h = static_cast<int>(pc.pad_height), pad_w = static_cast<int>(pc.pad_width);
   SamEvalResult r;
   for (int s = 0; s < scenes; ++s) {
     const world::Scene sc = world::make_scene(seed0 + static_cast<std::uint64_t>(s));
@@ -466,6 +462,19 @@ SamEvalResult evaluate_demo_sam(const std::filesystem::path& model_dir, int scen
       r.iou_point += iou_of(point);
       r.iou_box += iou_of(box);
       r.iou_stroke += iou_of(stroke);
+      {
+        torch::NoGradGuard ng;
+        const m::SamImageInputs sizes = m::sam_preprocess_bgr(sc.image, pc);
+        cv::Mat cover, low;
+        cv::resize(ob.mask, cover, cv::Size(sizes.reshaped_w, sizes.reshaped_h), 0, 0, cv::INTER_AREA);
+        cv::Mat frame = cv::Mat::zeros(pad_h, pad_w, CV_32FC1);
+        cover.convertTo(frame(cv::Rect(0, 0, sizes.reshaped_w, sizes.reshaped_h)), CV_32FC1, 1.0 / 255.0);
+        cv::resize(frame, low, cv::Size(lr, lr), 0, 0, cv::INTER_AREA);
+        auto logits = torch::from_blob(low.data, {1, 1, lr, lr}, torch::kFloat32) - 0.5;  // [1, 1, lr, lr]
+        auto up = m::sam_post_process_masks(logits, sizes, pad_h, pad_w)[0][0].gt(0).to(torch::kUInt8).mul(255).contiguous();
+        const cv::Mat oracle(sc.image.rows, sc.image.cols, CV_8UC1, up.data_ptr());
+        r.iou_oracle += mask_iou(oracle, ob.mask);
+      }
       ++r.objects;
     }
   }
@@ -473,6 +482,7 @@ SamEvalResult evaluate_demo_sam(const std::filesystem::path& model_dir, int scen
     r.iou_point /= r.objects;
     r.iou_box /= r.objects;
     r.iou_stroke /= r.objects;
+    r.iou_oracle /= r.objects;
   }
   return r;
 }

@@ -53,6 +53,10 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o);
 struct SamEvalResult {
   int objects = 0;
   double iou_point = 0, iou_box = 0, iou_stroke = 0;  // means over the objects
+  // The ceiling set by the mask decoder's resolution: the true mask itself given as low-res logits
+  // (its coverage of each low-res cell of the padded input, minus 0.5) through the same
+  // post-processing (bilinear to the padded input, crop, bilinear to the image, > 0).
+  double iou_oracle = 0;
 };
 
 // Mean IoU vs the ground truth over every object of the scenes seed0 .. seed0 + scenes - 1,

@@ -1,2 +1,3 @@
 list(APPEND LLI_TORCH_SOURCES
+  train/demo_lama.cpp
   train/demo_sam.cpp)

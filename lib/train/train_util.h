@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "lli/tensor_io.h"
 #include "nn/layers.h"
 
 namespace lli::train {
@@ -57,6 +58,19 @@ inline std::unique_ptr<torch::optim::AdamW> make_adamw(std::vector<torch::Tensor
     groups.emplace_back(std::move(no_decay),
                         std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).weight_decay(0.0)));
   return std::make_unique<torch::optim::AdamW>(std::move(groups));
+}
+
+// The trained model's tensors for save_tensors: parameters as F16 (fp16) or F32, floating-point
+// buffers as F32, integer buffers (BatchNorm's num_batches_tracked) as they are.
+inline TensorMap trained_tensors(torch::nn::Module& model, bool fp16) {
+  torch::NoGradGuard ng;
+  TensorMap tensors;
+  for (const auto& p : model.named_parameters(true))
+    tensors[p.key()] = p.value().detach().to(fp16 ? torch::kFloat16 : torch::kFloat32).contiguous();
+  for (const auto& b : model.named_buffers(true))
+    tensors[b.key()] = b.value().is_floating_point() ? b.value().detach().to(torch::kFloat32).contiguous()
+                                                     : b.value().detach().clone();
+  return tensors;
 }
 
 }  // namespace lli::train

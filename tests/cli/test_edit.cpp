@@ -80,6 +80,27 @@ TEST_CASE("cli edit remove: LaMa on lama-tiny-a gives the reference's output.png
   CHECK(!fs::exists(t / "x.png"));
 }
 
+TEST_CASE("cli edit remove: without big-lama, auto stays Telea and --backend lama takes the shipped demo-lama") {
+  TempDir t;
+  // LLI_MODELS points the registry's big-lama at an empty place: not installed.
+  const std::string env = "export LLI_MODELS='" + (t / "no-models").string() + "'; ";
+  const std::string args = " -i " + q(lama_dir() / "image.png") + " --mask " + q(lama_dir() / "mask.png") + " --json ";
+  Run a = run(env + "lli-edit remove" + args + "-o auto.png", t);
+  REQUIRE_MESSAGE(a.code == 0, a.err);
+  CHECK(json::parse(a.out)["backend"] == "telea");
+  Run l = run(env + "lli-edit remove --backend lama" + args + "-o demo.png", t);
+  REQUIRE_MESSAGE(l.code == 0, l.err);
+  CHECK_MESSAGE(l.err.find("'big-lama' is not installed; using the demo model 'demo-lama'") != std::string::npos, l.err);
+  const json j = json::parse(l.out);
+  CHECK(j["backend"] == "lama");
+  CHECK(j["model"] == "demo-lama");
+  CHECK(fs::exists(t / "demo.png"));
+  // A model the user names is never replaced.
+  Run m = run(env + "lli-edit remove --backend lama -m big-lama" + args + "-o named.png", t);
+  CHECK(m.code == 4);
+  CHECK_FALSE(fs::exists(t / "named.png"));
+}
+
 TEST_CASE("cli edit remove: LaMa on a photo above --max-side runs on a crop, outside the mask nothing changes") {
   TempDir t;
   write_ball_mask(t);
