@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs a demo pipeline: lli's own demo-sam on a
-# synthetic shapes-world scene, then samples/ with the classical backends (GrabCut segmentation,
-# Telea removal). Outputs go to demo-out/.
+# The main job: installs what is missing, builds, and runs a demo pipeline: lli's own demo models
+# (demo-sam, demo-lama) on a synthetic shapes-world scene, then samples/ with the classical
+# backends (GrabCut segmentation, Telea removal). Outputs go to demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -11,15 +11,24 @@ OUT=demo-out
 rm -rf "$OUT" && mkdir -p "$OUT"
 export LLI_CONFIG=$PWD/configs/models.yaml
 
-echo "== 0. demo-sam, a SamModel that lli trained itself on its synthetic shapes world (models/demo-sam):"
-echo "      a scene, the red cross segmented from a stroke drawn across it, then removed"
+echo "== 0. lli's demo models, trained by lli itself on its synthetic shapes world (models/): a scene,"
+echo "      the red cross segmented from a stroke drawn across it (demo-sam), removed (demo-lama; Telea"
+echo "      beside it), then the same as a piped session"
 TRAIN=${LLI_BUILD_DIR:-build}/train
 mkdir -p "$OUT/shapes"
 "$TRAIN/lli-train-demo" scene --seed 7 -o "$OUT/shapes/scene.png"
 "$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "78,106 104,106" \
   -o "$OUT/shapes/cross.mask.png" --overlay "$OUT/shapes/cross.overlay.png" --json
-"$BIN/lli-edit" remove -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
+"$BIN/lli-edit" remove --backend lama -m demo-lama -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
   -o "$OUT/shapes/scene.nocross.png" --json
+"$BIN/lli-edit" remove --backend telea -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
+  -o "$OUT/shapes/scene.nocross.telea.png" --json
+mkdir -p "$OUT/shapes/session"
+"$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "78,106 104,106" --session - \
+    --session-dir "$OUT/shapes/session" \
+  | "$BIN/lli-edit" remove --backend lama -m demo-lama --session - --session-dir "$OUT/shapes/session" \
+  > "$OUT/shapes/session/session.json"
+echo "session file ($OUT/shapes/session/session.json):"; cat "$OUT/shapes/session/session.json"
 
 echo "== 1. segment the ball in messi5.jpg (stroke + box, GrabCut), with an overlay"
 "$BIN/lli-segment" -i samples/messi5.jpg --prompt samples/prompts/messi5.json \
