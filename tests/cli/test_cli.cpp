@@ -242,7 +242,8 @@ TEST_CASE("cli: malformed inputs give their exit code, one line, and no output f
       {"lli-segment -i " + img + " --prompt missing.json -o out.png", 3, "missing.json"},
       {"lli-segment --session session.json --point 1,1 -o out.png", 3, "session.json"},
       {"lli-segment -i " + img + " --point 1,1 -o out.xyz", 2, "out.xyz"},
-      {"lli-segment -i " + img + " --point 1,1 --backend sam -o out.png", 4, "sam"},
+      // a named SAM that is not installed (without -m, --backend sam falls back to the shipped demo-sam)
+      {"lli-segment -i " + img + " --point 1,1 --backend sam -m sam-vit-huge -o out.png", 4, "sam-vit-huge"},
       {"lli-edit remove -i " + img + " --mask fake.png -o out.png", 3, "fake.png"},
       {"lli-edit remove -i " + img + " --mask " + sample("fruits.jpg") + " -o out.png", 3, "mask is"},
       {"lli-edit remove -i " + img + " -o out.png", 2, "mask"},

@@ -49,6 +49,7 @@ Examples:
   lli-edit move --session s.json --to-box 10,200,110,300 --regenerate --text "a red ball"
   lli-edit replace -i photo.jpg --target "the dog" "a cat" -o cat.png   # grounded: no mask needed
   lli-edit remove -i photo.jpg --target "the ball" -o clean.png
+  lli-edit remove --backend lama -m demo-lama -i scene.png --mask obj.png -o clean.png  # lli's shapes-world demo LaMa
 --target PHRASE finds the object itself: a text grounder (OWLv2 / OWL-ViT, or --grounder llava) gives
 its box, SAM (--sam-model, default models.yaml tools.lli-segment.model) its mask; without SAM the box
 is the mask. --all-instances takes every detection. No detection above --box-threshold: exit 3.
@@ -601,7 +602,9 @@ int main(int argc, char** argv) {
   for (auto* sub : {remove, replace, move})
     sub->add_option("--mask", e.mask, "Mask PNG of the object (non-zero = object; '-' = stdin; batch: a directory)");
   for (auto* sub : {remove, move}) {
-    sub->add_option("--backend", e.backend, "Hole filler: auto (lama when installed) | lama | telea");
+    sub->add_option("--backend", e.backend,
+                    "Hole filler: auto (lama when -m or models.yaml's model is installed, else telea) | lama (without "
+                    "-m: the default LaMa, or lli's shapes-world demo-lama when that is not installed) | telea");
     sub->add_option("--dilate", e.dilate, "Grow the mask by this many pixels first (default: 50 px per 512 px of the longer side)")
         ->check(CLI::Range(0, 4096));
     sub->add_option("--radius", e.radius, "telea: neighbourhood radius")->capture_default_str()->check(CLI::PositiveNumber);

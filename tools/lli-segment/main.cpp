@@ -49,7 +49,9 @@ One mask per phrase (its best detection above --box-threshold), or one per detec
 exit 0 with no mask and a note on stderr, or exit 3 with --require-match.
 Strokes become point prompts for SAM: one every max(8, width) px along the line, at most 32 per
 stroke and 64 in all (evenly subsampled); --stroke-mask also rasterises them into SAM's dense mask
-prompt. Backend: sam when -m is given (or tools.lli-segment.backend in models.yaml), else grabcut.
+prompt. Backend: sam when -m is given (or tools.lli-segment.backend in models.yaml), else grabcut;
+--backend sam without -m uses models.yaml's model, or lli's shapes-world demo-sam when that is not
+installed.
 Exit codes: 0 ok, 2 usage, 3 bad input, 4 model/backend, 5 runtime, 130 interrupted.)";
 
 struct SegmentOptions {
