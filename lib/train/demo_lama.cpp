@@ -174,14 +174,10 @@ DemoLamaReport train_demo_lama(const DemoLamaOptions& o) {
   nn::TrainingScope training;
   m::LamaGenerator model(cfg);
   init_weights(*model, o.seed);
-  std::vector<torch::Tensor> decay, no_decay;
   DemoLamaReport rep;
-  for (auto& p : model->named_parameters(true)) {
-    p.value().set_requires_grad(true);
-    (p.value().dim() >= 2 ? decay : no_decay).push_back(p.value());
-    rep.parameters += p.value().numel();
-  }
-  auto opt = make_adamw(std::move(decay), std::move(no_decay), o.lr, o.weight_decay);
+  auto opt = make_trainable_adamw(
+      *model, [](const std::string&, const torch::Tensor& t) { return t.dim() >= 2; }, o.lr, o.weight_decay,
+      rep.parameters);
   log_info("demo-lama: {} parameters (ngf {}, {} downsamplings, {} blocks), {} steps of {} images", rep.parameters,
            o.ngf, o.n_downsampling, o.n_blocks, o.steps, o.images_per_step);
 

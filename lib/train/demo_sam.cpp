@@ -172,6 +172,16 @@ double mask_iou(const cv::Mat& a, const cv::Mat& b) {
   return uni > 0 ? inter / uni : 1.0;
 }
 
+// The object's coverage (0..1) of each pixel of the padded model input: the mask resized as the
+// image was (reshaped size, area average) at the top-left of a pad_h x pad_w frame of zeros.
+cv::Mat coverage_in_frame(const cv::Mat& mask, const m::SamImageInputs& in, int pad_h, int pad_w) {
+  cv::Mat cover;
+  cv::resize(mask, cover, cv::Size(in.reshaped_w, in.reshaped_h), 0, 0, cv::INTER_AREA);
+  cv::Mat frame = cv::Mat::zeros(pad_h, pad_w, CV_32FC1);
+  cover.convertTo(frame(cv::Rect(0, 0, in.reshaped_w, in.reshaped_h)), CV_32FC1, 1.0 / 255.0);
+  return frame;
+}
+
 enum class PromptKind { box, point, stroke };
 
 struct Row {
@@ -208,10 +218,7 @@ Batch make_batch(const DemoSamOptions& o, const m::SamImageProcessorConfig& pc, 
       Row r;
       r.image = i;
       r.valid = valid;
-      cv::Mat cover;
-      cv::resize(ob.mask, cover, cv::Size(in.reshaped_w, in.reshaped_h), 0, 0, cv::INTER_AREA);
-      cv::Mat frame = cv::Mat::zeros(S, S, CV_32FC1);
-      cover.convertTo(frame(cv::Rect(0, 0, in.reshaped_w, in.reshaped_h)), CV_32FC1, 1.0 / 255.0);
+      const cv::Mat frame = coverage_in_frame(ob.mask, in, S, S);
       r.target = torch::from_blob(frame.data, {S, S}, torch::kFloat32).clone();
       const double u = rng.uniform();
       if (u < 0.4) {
@@ -350,14 +357,10 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
   nn::TrainingScope training;
   m::SamModel model(cfg);
   init_weights(*model, o.seed);
-  std::vector<torch::Tensor> decay, no_decay;
   DemoSamReport rep;
-  for (auto& p : model->named_parameters(true)) {
-    p.value().set_requires_grad(true);
-    (p.value().dim() >= 2 && !ends_with(p.key(), "pos_embed") ? decay : no_decay).push_back(p.value());
-    rep.parameters += p.value().numel();
-  }
-  auto opt = make_adamw(std::move(decay), std::move(no_decay), o.lr, o.weight_decay);
+  auto opt = make_trainable_adamw(
+      *model, [](const std::string& name, const torch::Tensor& t) { return t.dim() >= 2 && !ends_with(name, "pos_embed"); },
+      o.lr, o.weight_decay, rep.parameters);
   log_info("demo-sam: {} parameters, {} steps of {} images x {} prompts at {} px", rep.parameters, o.steps,
            o.images_per_step, o.prompts_per_image, o.image_size);
 
@@ -444,6 +447,7 @@ SamEvalResult evaluate_demo_sam(const std::filesystem::path& model_dir, int scen
   for (int s = 0; s < scenes; ++s) {
     const world::Scene sc = world::make_scene(seed0 + static_cast<std::uint64_t>(s));
     const auto emb = seg.compute_embedding(sc.image);
+    const m::SamImageInputs sizes = m::sam_preprocess_bgr(sc.image, pc);  // the oracle's resize and crop
     for (const auto& ob : sc.objects) {
       const cv::Mat dist = distance_inside(ob.mask);
       cv::Point best;
@@ -464,12 +468,8 @@ SamEvalResult evaluate_demo_sam(const std::filesystem::path& model_dir, int scen
       r.iou_stroke += iou_of(stroke);
       {
         torch::NoGradGuard ng;
-        const m::SamImageInputs sizes = m::sam_preprocess_bgr(sc.image, pc);
-        cv::Mat cover, low;
-        cv::resize(ob.mask, cover, cv::Size(sizes.reshaped_w, sizes.reshaped_h), 0, 0, cv::INTER_AREA);
-        cv::Mat frame = cv::Mat::zeros(pad_h, pad_w, CV_32FC1);
-        cover.convertTo(frame(cv::Rect(0, 0, sizes.reshaped_w, sizes.reshaped_h)), CV_32FC1, 1.0 / 255.0);
-        cv::resize(frame, low, cv::Size(lr, lr), 0, 0, cv::INTER_AREA);
+        cv::Mat low;
+        cv::resize(coverage_in_frame(ob.mask, sizes, pad_h, pad_w), low, cv::Size(lr, lr), 0, 0, cv::INTER_AREA);
         auto logits = torch::from_blob(low.data, {1, 1, lr, lr}, torch::kFloat32) - 0.5;  // [1, 1, lr, lr]
         auto up = m::sam_post_process_masks(logits, sizes, pad_h, pad_w)[0][0].gt(0).to(torch::kUInt8).mul(255).contiguous();
         const cv::Mat oracle(sc.image.rows, sc.image.cols, CV_8UC1, up.data_ptr());

@@ -60,6 +60,22 @@ inline std::unique_ptr<torch::optim::AdamW> make_adamw(std::vector<torch::Tensor
   return std::make_unique<torch::optim::AdamW>(std::move(groups));
 }
 
+// Every parameter of `model` set to require gradients, in one AdamW over two groups (in parameter
+// order): those for which decays(name, tensor) holds with weight decay, the rest without.
+// `parameters` receives the number of trained values.
+template <class Decays>
+std::unique_ptr<torch::optim::AdamW> make_trainable_adamw(torch::nn::Module& model, Decays decays, double lr,
+                                                          double weight_decay, std::int64_t& parameters) {
+  std::vector<torch::Tensor> decay, no_decay;
+  parameters = 0;
+  for (auto& p : model.named_parameters(true)) {
+    p.value().set_requires_grad(true);
+    (decays(p.key(), p.value()) ? decay : no_decay).push_back(p.value());
+    parameters += p.value().numel();
+  }
+  return make_adamw(std::move(decay), std::move(no_decay), lr, weight_decay);
+}
+
 // The trained model's tensors for save_tensors: parameters as F16 (fp16) or F32, floating-point
 // buffers as F32, integer buffers (BatchNorm's num_batches_tracked) as they are.
 inline TensorMap trained_tensors(torch::nn::Module& model, bool fp16) {
