@@ -4,11 +4,11 @@
 # tests load the committed weights.
 #
 #   scripts/train-demo-models.sh            every demo model
-#   scripts/train-demo-models.sh sam        one of them (sam, lama)
+#   scripts/train-demo-models.sh sam        one of them (sam, lama, llava)
 #
 # Each run is reproducible: fixed seeds and step counts (the data and the learning-rate schedule
 # depend on them only) and a fixed thread count (so that the fp32 sums come out the same: one
-# thread for sam, two for lama). Times on the
+# thread for sam, two for lama and llava). Times on the
 # 2-core dev machine: see each models/<name>/MODEL_CARD.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ scripts/install-deps.sh
 scripts/build.sh
 BIN=${LLI_BUILD_DIR:-build}/train/lli-train-demo
 NAMES=("$@")
-((${#NAMES[@]})) || NAMES=(sam lama)
+((${#NAMES[@]})) || NAMES=(sam lama llava)
 for name in "${NAMES[@]}"; do
   case $name in
     sam)
@@ -29,8 +29,14 @@ for name in "${NAMES[@]}"; do
       "$BIN" lama --out models/demo-lama --steps "${LLI_DEMO_LAMA_STEPS:-8000}" --seed 1 --threads 2 --eval-scenes 200 \
         --progress --json
       ;;
+    llava)
+      # the tokenizer shipped with it is the real LLaMA SentencePiece model of the llava-tiny-a fixture
+      echo "== demo-llava (models/demo-llava)" >&2
+      "$BIN" llava --out models/demo-llava --tokenizer tests/fixtures/llava-tiny-a \
+        --steps "${LLI_DEMO_LLAVA_STEPS:-4000}" --seed 1 --threads 2 --eval-questions 200 --progress --json
+      ;;
     *)
-      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama)" >&2
+      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama, llava)" >&2
       exit 2
       ;;
   esac

@@ -10,6 +10,7 @@
 #include "lli/image.h"
 #include "lli/log.h"
 #include "train/demo_lama.h"
+#include "train/demo_llava.h"
 #include "train/demo_sam.h"
 #include "world/shapes_world.h"
 
@@ -25,6 +26,8 @@ Examples:
   lli-train-demo eval-sam models/demo-sam --scenes 100     # mean IoU on held-out scenes
   lli-train-demo lama --out models/demo-lama               # the shipped demo-lama
   lli-train-demo eval-lama models/demo-lama --scenes 100   # hole PSNR vs the true background, and Telea's
+  lli-train-demo llava --out models/demo-llava --tokenizer tests/fixtures/llava-tiny-a   # the shipped demo-llava
+  lli-train-demo eval-llava models/demo-llava --questions 200   # exact answers per question kind
   lli-train-demo scene --seed 7 -o scene.png --mask-dir masks/  # one scene, its objects as JSON
 scripts/train-demo-models.sh runs the shipped configurations. Training is fp32 on the CPU cores
 (--threads). The models only know the synthetic shapes world.
@@ -82,6 +85,34 @@ int main(int argc, char** argv) {
   eval_lama->add_option("MODEL_DIR", eval_dir, "LaMa checkpoint directory")->required();
   eval_lama->add_option("--scenes", eval_scenes, "Held-out scenes (seeds 1..N)")->capture_default_str();
 
+  train::DemoLlavaOptions vo;
+  std::string llava_out, tokenizer_dir;
+  int eval_questions = 200;
+  auto* llava = app.add_subcommand("llava", "Train demo-llava (a small LLaVA-1.5) and evaluate it")->fallthrough();
+  llava->add_option("--out", llava_out, "Output model directory")->required();
+  llava->add_option("--tokenizer", tokenizer_dir, "Directory with the LLaMA tokenizer.model (+ its JSON files) to ship")
+      ->required();
+  llava->add_option("--steps", vo.steps, "Optimizer steps")->capture_default_str();
+  llava->add_option("--seed", vo.seed, "Seed of the initialisation")->capture_default_str();
+  llava->add_option("--images", vo.images_per_step, "Scenes per step (all their questions)")->capture_default_str();
+  llava->add_option("--lr", vo.lr, "Peak learning rate (AdamW)")->capture_default_str();
+  llava->add_option("--image-size", vo.image_size, "Vision tower input side")->capture_default_str();
+  llava->add_option("--patch", vo.patch_size, "Vision patch size")->capture_default_str();
+  llava->add_option("--vision-width", vo.vision_hidden, "Vision hidden size")->capture_default_str();
+  llava->add_option("--vision-layers", vo.vision_layers, "Vision layers")->capture_default_str();
+  llava->add_option("--text-width", vo.text_hidden, "LLaMA hidden size")->capture_default_str();
+  llava->add_option("--text-layers", vo.text_layers, "LLaMA layers")->capture_default_str();
+  llava->add_option("--heads", vo.heads, "Attention heads (both towers)")->capture_default_str();
+  llava->add_option("--minutes", vo.max_minutes, "Stop after this many minutes of training (0 = no limit)");
+  llava->add_option("--eval-questions", eval_questions, "Held-out questions per kind evaluated after training (0 = none)")
+      ->capture_default_str();
+  auto* eval_llava =
+      app.add_subcommand("eval-llava", "Exact-answer accuracy of a LLaVA checkpoint on held-out shapes-world questions")
+          ->fallthrough();
+  eval_llava->add_option("MODEL_DIR", eval_dir, "LLaVA checkpoint directory")->required();
+  eval_llava->add_option("--questions", eval_questions, "Held-out questions per kind (scenes from seed 1)")
+      ->capture_default_str();
+
   std::uint64_t scene_seed = 1;
   std::string scene_out, mask_dir;
   auto* scene = app.add_subcommand("scene", "Write one shapes-world scene (image, object masks) and print its ground truth")
@@ -120,6 +151,29 @@ int main(int argc, char** argv) {
     apply_runtime_options(o, /*uses_torch=*/true);
     nlohmann::json j;
     std::string dir = eval_dir;
+    if (llava->parsed() || eval_llava->parsed()) {
+      if (llava->parsed()) {
+        vo.out_dir = llava_out;
+        vo.tokenizer_dir = tokenizer_dir;
+        const auto rep = train::train_demo_llava(vo);
+        j = {{"model", "demo-llava"}, {"out", llava_out}, {"steps", rep.steps}, {"seconds", rep.seconds},
+             {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+        dir = llava_out;
+      }
+      if (eval_questions > 0) {
+        const auto r = train::evaluate_demo_llava(dir, eval_questions, 1, parse_dtype(o.dtype));
+        nlohmann::json kinds = nlohmann::json::object();
+        for (int k = 0; k < 5; ++k) {
+          const auto& g = r.by_kind[static_cast<std::size_t>(k)];
+          const char* name = world::question_kind_name(static_cast<world::QuestionKind>(k));
+          log_info("lli-train-demo: {:8s} {}/{} exact ({:.1f} %)", name, g.correct, g.questions, 100.0 * g.accuracy());
+          kinds[name] = {{"questions", g.questions}, {"correct", g.correct}, {"accuracy", g.accuracy()}};
+        }
+        j["eval"] = {{"scenes", r.scenes}, {"kinds", kinds}};
+      }
+      if (o.json) std::printf("%s\n", j.dump().c_str());
+      return;
+    }
     if (lama->parsed() || eval_lama->parsed()) {
       if (lama->parsed()) {
         lo.out_dir = lama_out;

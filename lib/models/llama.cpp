@@ -229,6 +229,14 @@ KVCache LlamaForCausalLMImpl::make_cache(std::int64_t capacity, std::int64_t bat
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& embeds, KVCache* cache, bool last_only,
                                             const nn::Tap& tap) {
   nn::ForwardGuard no_grad;
+  auto h = final_hidden(embeds, cache, last_only, tap);                                // [B, L or 1, D]
+  auto logits = lm_head ? lm_head->forward(h) : nn::linear(h, output_weight());  // lm_head may be quantized
+  return logits.to(torch::kFloat32);                                                // [B, L or 1, V]
+}
+
+torch::Tensor LlamaForCausalLMImpl::final_hidden(const torch::Tensor& embeds, KVCache* cache, bool last_only,
+                                                 const nn::Tap& tap) {
+  nn::ForwardGuard no_grad;
   const auto& w = model->embed_tokens->weight;
   auto h = embeds.to(w.device(), w.scalar_type());  // [B, L, D]
   const auto B = h.size(0), L = h.size(1);
@@ -254,8 +262,7 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& embeds, KVCache
   if (last_only) h = h.narrow(1, L - 1, 1);
   h = model->norm(h);
   nn::tap_if(tap, "text.hidden_state", cfg.num_hidden_layers, h);
-  auto logits = lm_head ? lm_head->forward(h) : nn::linear(h, output_weight());  // lm_head may be quantized
-  return logits.to(torch::kFloat32);                                                // [B, L or 1, V]
+  return h;
 }
 
 }  // namespace lli::models

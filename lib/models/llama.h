@@ -108,6 +108,11 @@ struct LlamaForCausalLMImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& embeds, KVCache* cache = nullptr, bool last_only = false,
                         const nn::Tap& tap = {});
 
+  // forward() without the output projection: the final-norm hidden states [B, L or 1, D] in the
+  // weights' dtype (training projects only the positions it scores).
+  torch::Tensor final_hidden(const torch::Tensor& embeds, KVCache* cache = nullptr, bool last_only = false,
+                             const nn::Tap& tap = {});
+
   // A cache for `capacity` positions in the weights' dtype and device.
   KVCache make_cache(std::int64_t capacity, std::int64_t batch = 1) const;
 

@@ -340,8 +340,6 @@ GroupLoss group_loss(m::SamModelImpl& model, const torch::Tensor& emb, const std
   return g;
 }
 
-void write_json_atomic(const std::filesystem::path& p, const json& j) { write_file_atomic(p.string(), j.dump(2) + "\n"); }
-
 }  // namespace
 
 DemoSamReport train_demo_sam(const DemoSamOptions& o) {
@@ -427,11 +425,7 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
   rep.steps = step;
   rep.seconds = (now_ms() - t0) / 1e3;
 
-  const TensorMap tensors = trained_tensors(*model, o.fp16);
-  save_tensors(o.out_dir / "model.safetensors", tensors,
-               {{"format", "pt"}, {"lli_demo", "demo-sam"}, {"steps", std::to_string(rep.steps)}, {"seed", std::to_string(o.seed)}});
-  write_json_atomic(o.out_dir / "config.json", cfg_json);
-  write_json_atomic(o.out_dir / "preprocessor_config.json", pre_json);
+  save_hf_checkpoint(o.out_dir, *model, o.fp16, "demo-sam", rep.steps, o.seed, cfg_json, pre_json);
   log_info("demo-sam: {} steps in {:.0f} s, written to {}", rep.steps, rep.seconds, o.out_dir.string());
   return rep;
 }

@@ -3,6 +3,7 @@
 // only lib/train/*.cpp include it.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "lli/fs.h"
 #include "lli/tensor_io.h"
 #include "nn/layers.h"
 
@@ -87,6 +89,23 @@ inline TensorMap trained_tensors(torch::nn::Module& model, bool fp16) {
     tensors[b.key()] = b.value().is_floating_point() ? b.value().detach().to(torch::kFloat32).contiguous()
                                                      : b.value().detach().clone();
   return tensors;
+}
+
+// A JSON file (config.json, preprocessor_config.json) written atomically, indented by 2.
+inline void write_json_atomic(const std::filesystem::path& p, const nlohmann::json& j) {
+  write_file_atomic(p.string(), j.dump(2) + "\n");
+}
+
+// A trained model in the transformers layout: model.safetensors (trained_tensors, the metadata
+// naming the demo model, its steps and seed), config.json and preprocessor_config.json, each
+// written atomically.
+inline void save_hf_checkpoint(const std::filesystem::path& dir, torch::nn::Module& model, bool fp16,
+                               const std::string& demo_name, std::int64_t steps, std::uint64_t seed,
+                               const nlohmann::json& config, const nlohmann::json& preprocessor) {
+  save_tensors(dir / "model.safetensors", trained_tensors(model, fp16),
+               {{"format", "pt"}, {"lli_demo", demo_name}, {"steps", std::to_string(steps)}, {"seed", std::to_string(seed)}});
+  write_json_atomic(dir / "config.json", config);
+  write_json_atomic(dir / "preprocessor_config.json", preprocessor);
 }
 
 }  // namespace lli::train

@@ -11,6 +11,7 @@
 #include "pipelines/segment_sam.h"
 #include "test_util.h"
 #include "train/demo_lama.h"
+#include "train/demo_llava.h"
 #include "train/demo_sam.h"
 
 namespace fs = std::filesystem;
@@ -126,4 +127,34 @@ TEST_CASE("demo-lama training: a few steps through the lib/ LaMa modules give a 
   CHECK(objects + r.skipped > 0);
   o.n_downsampling = 0;
   CHECK_THROWS_AS(lli::train::train_demo_lama(o), lli::UsageError);
+}
+
+TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give a checkpoint lli-chat's session loads") {
+  lli::test::TempDir t;
+  lli::train::DemoLlavaOptions o;
+  o.out_dir = t / "llava";
+  o.tokenizer_dir = lli::test::fixtures_dir() / "llava-tiny-a";  // the real LLaMA tokenizer.model
+  o.steps = 3;
+  o.images_per_step = 2;
+  o.log_every = 1;
+  o.warmup = 2;
+  o.image_size = 48;
+  o.patch_size = 12;
+  o.vision_hidden = o.text_hidden = 32;
+  o.vision_layers = o.text_layers = 1;
+  o.heads = 2;
+  const auto rep = lli::train::train_demo_llava(o);
+  CHECK(rep.steps == 3);
+  CHECK(rep.parameters > 32000 * 32);  // the 32k-token embedding at least
+  CHECK(std::isfinite(rep.final_loss));
+  CHECK(rep.final_loss > 5);  // ~ln(32064) = 10.4 before any learning
+  for (const char* f : {"config.json", "preprocessor_config.json", "model.safetensors", "train-log.tsv",
+                        "tokenizer.model", "tokenizer_config.json", "added_tokens.json"})
+    CHECK_MESSAGE(fs::exists(t / "llava" / f), f);
+  // The output is a LLaVA checkpoint like any other: ChatSession loads it and answers (nonsense).
+  const auto r = lli::train::evaluate_demo_llava(t / "llava", 2, 1, lli::DTypeChoice::f32);
+  for (const auto& k : r.by_kind) CHECK(k.questions == 2);
+  CHECK(r.scenes >= 2);
+  o.patch_size = 7;
+  CHECK_THROWS_AS(lli::train::train_demo_llava(o), lli::UsageError);
 }

@@ -1,0 +1,360 @@
+// Ref: see demo_llava.h.
+#include "train/demo_llava.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "lli/error.h"
+#include "lli/fs.h"
+#include "lli/log.h"
+#include "lli/tensor_io.h"
+#include "models/config_json.h"
+#include "models/llava.h"
+#include "models/llava_preprocess.h"
+#include "nn/grad_mode.h"
+#include "pipelines/chat.h"
+#include "sampling/sampler_config.h"
+#include "text/chat_template.h"
+#include "text/llama_tokenizer.h"
+#include "train/train_util.h"
+#include "world/shapes_world.h"
+
+namespace lli::train {
+
+namespace m = lli::models;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kTokenizerFiles[] = {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                                           "added_tokens.json"};
+
+// config.json in the llava-hf layout: LLaVA-1.5's structure (CLIP ViT with quick_gelu, 2-layer gelu
+// projector, LLaMA) at small widths, the last vision layer's patch features, tied word embeddings
+// (half the bytes of a 32k-token vocabulary at this width).
+json demo_llava_config(const DemoLlavaOptions& o, std::int64_t vocab, std::int64_t image_id, std::int64_t pad_id) {
+  const int head_dim = o.text_hidden / o.heads;
+  const int patches = (o.image_size / o.patch_size) * (o.image_size / o.patch_size);
+  json vision = {{"model_type", "clip_vision_model"},
+                 {"hidden_size", o.vision_hidden},
+                 {"intermediate_size", 4 * o.vision_hidden},
+                 {"num_hidden_layers", o.vision_layers},
+                 {"num_attention_heads", o.heads},
+                 {"image_size", o.image_size},
+                 {"patch_size", o.patch_size},
+                 {"projection_dim", o.vision_hidden},
+                 {"hidden_act", "quick_gelu"},
+                 {"layer_norm_eps", 1e-5}};
+  json text = {{"model_type", "llama"},
+               {"hidden_size", o.text_hidden},
+               {"intermediate_size", (o.text_hidden * 8 / 3 + 31) / 32 * 32},
+               {"num_hidden_layers", o.text_layers},
+               {"num_attention_heads", o.heads},
+               {"num_key_value_heads", o.heads},
+               {"head_dim", head_dim},
+               {"max_position_embeddings", 512},
+               {"rms_norm_eps", 1e-5},
+               {"vocab_size", vocab},
+               {"tie_word_embeddings", true}};
+  return {{"architectures", {"LlavaForConditionalGeneration"}},
+          {"model_type", "llava"},
+          {"ignore_index", -100},
+          {"image_token_index", image_id},
+          {"image_seq_length", patches},
+          {"pad_token_id", pad_id},
+          {"projector_hidden_act", "gelu"},
+          {"vision_feature_layer", -1},
+          {"vision_feature_select_strategy", "default"},
+          {"tie_word_embeddings", true},
+          {"vocab_size", vocab},
+          {"torch_dtype", o.fp16 ? "float16" : "float32"},
+          {"text_config", text},
+          {"vision_config", vision}};
+}
+
+// The CLIP processor squashing the whole image to the tower's input (no centre crop).
+json demo_llava_preprocessor(int side) {
+  return {{"image_processor_type", "CLIPImageProcessor"},
+          {"processor_class", "LlavaProcessor"},
+          {"do_resize", true},
+          {"size", {{"height", side}, {"width", side}}},
+          {"resample", 3},
+          {"do_center_crop", false},
+          {"crop_size", {{"height", side}, {"width", side}}},
+          {"do_rescale", true},
+          {"rescale_factor", 1.0 / 255.0},
+          {"do_normalize", true},
+          {"do_convert_rgb", true},
+          {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+          {"image_std", {0.26862954, 0.26130258, 0.27577711}}};
+}
+
+// transformers' LLaVA / LLaMA / CLIP init reduced to one rule: every matrix (linears, embeddings,
+// the patch convolution, position embeddings) and the class embedding ~ N(0, 0.02), norms' weights
+// 1, biases 0; the projections that write into a residual stream (o_proj, down_proj, out_proj,
+// fc2) scaled by 1 / sqrt(2 * layers) as in GPT-2, so that the stream does not grow with depth.
+void init_weights(m::LlavaImpl& model, std::uint64_t seed, const DemoLlavaOptions& o) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(seed);
+  for (auto& p : model.named_parameters(true)) {
+    const std::string& n = p.key();
+    auto& t = p.value();
+    if (t.dim() >= 2 || ends_with(n, "class_embedding")) {
+      t.normal_(0.0, 0.02);
+      const bool residual_out = ends_with(n, "o_proj.weight") || ends_with(n, "down_proj.weight") ||
+                                ends_with(n, "out_proj.weight") || ends_with(n, "fc2.weight");
+      if (residual_out) {
+        const int layers = n.rfind("language_model", 0) == 0 ? o.text_layers : o.vision_layers;
+        t.div_(std::sqrt(2.0 * layers));
+      }
+    } else if (ends_with(n, "bias")) {
+      t.zero_();
+    } else if (ends_with(n, "weight")) {
+      t.fill_(1.0);  // LayerNorm / RMSNorm
+    } else {
+      throw RuntimeError("demo-llava: no initialisation rule for the parameter " + n);
+    }
+  }
+}
+
+// One training conversation: its token ids, where the answer starts, which image, what kind.
+struct Example {
+  std::vector<text::TokenId> ids;
+  std::size_t answer_start = 0;  // ids[answer_start..] = the answer's tokens and </s>
+  std::int64_t image = 0;
+  int kind = 0;  // world::QuestionKind, or kCaptionKind
+};
+
+// LLaVA's first training stage in miniature: the scene's caption as the answer to one fixed
+// question. It names every object's colour and kind from left to right: a dense signal that gets
+// the vision tower and the projector going long before the one-word answers do (measured: with the
+// questions alone, colour answers stayed at chance, 0.17-0.23, for 700 steps).
+// Easy to hard: over the first 30 % of the steps the objects shrink from 35-45 % of the shorter
+// side (radius) to the world's 8-22 %, and their number grows from one (first 10 %) to two and
+// three, then the world's 1-4. Measured without it (1-4 small objects from the start, with or
+// without the caption task, patches of 6-24 px, learning rates 1e-3 and 3e-3): answers that need
+// the image stayed at chance for 500-850 steps, even "What colour is the <shape>?" on one-object
+// scenes; with objects of 40-45 % colour was learnt in 150 steps (one 24-px token).
+world::SceneConfig curriculum(std::int64_t step, std::int64_t steps) {
+  world::SceneConfig c;
+  const double p = static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, steps));
+  c.max_objects = std::min(c.max_objects, 1 + static_cast<int>(10 * p));
+  c.min_objects = std::min(c.min_objects, c.max_objects);
+  const double t = std::min(1.0, p / 0.3);  // 0 -> 1 over the first 30 %
+  c.min_radius_frac = 0.35 + t * (c.min_radius_frac - 0.35);
+  c.max_radius_frac = 0.45 + t * (c.max_radius_frac - 0.45);
+  return c;
+}
+
+constexpr int kCaptionKind = 5;  // after the world's 5 question kinds in the statistics
+
+Example make_example(const text::LlamaTokenizer& tok, const text::ImageTokenConfig& itc, const text::ChatTemplate& tmpl,
+                     const std::string& question, const std::string& answer, int kind, std::int64_t image) {
+  text::ChatTurn turn{question, std::nullopt, true};
+  const auto prompt = text::encode_llava_prompt(tok, itc, tmpl.render({turn}));
+  turn.answer = answer;
+  Example e;
+  e.ids = text::encode_llava_prompt(tok, itc, tmpl.render({turn}));
+  if (e.ids.size() <= prompt.size() || !std::equal(prompt.begin(), prompt.end(), e.ids.begin()))
+    throw RuntimeError("demo-llava: the prompt's tokens are not a prefix of the answered conversation's (question \"" +
+                       question + "\")");
+  e.answer_start = prompt.size();
+  e.image = image;
+  e.kind = kind;
+  return e;
+}
+
+}  // namespace
+
+DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
+  if (o.out_dir.empty()) throw UsageError("demo-llava: no output directory");
+  if (o.steps < 1 || o.images_per_step < 1) throw UsageError("demo-llava: steps and images must be >= 1");
+  if (o.heads < 1 || o.text_hidden % o.heads != 0 || (o.text_hidden / o.heads) % 2 != 0 || o.vision_hidden % o.heads != 0)
+    throw UsageError("demo-llava: the widths must be multiples of the heads (an even head size)");
+  if (o.patch_size < 1 || o.image_size % o.patch_size != 0)
+    throw UsageError("demo-llava: the image size must be a multiple of the patch size");
+  const text::LlamaTokenizer tok = text::LlamaTokenizer::load(o.tokenizer_dir);
+  const text::TokenId image_id = tok.piece_to_id("<image>");
+  if (image_id == tok.unk_id())
+    throw ModelError((o.tokenizer_dir / "added_tokens.json").string() + ": the tokenizer has no <image> token");
+  const std::int64_t vocab = (tok.vocab_size() + 63) / 64 * 64;  // as llava-hf pads the embedding matrix
+  const std::int64_t pad_id = tok.pad_id() >= 0 ? tok.pad_id() : tok.eos_id();
+
+  std::filesystem::create_directories(o.out_dir);
+  const json cfg_json = demo_llava_config(o, vocab, image_id, pad_id), pre_json = demo_llava_preprocessor(o.image_size);
+  const m::LlavaConfig cfg = m::parse_llava_config(cfg_json, "demo-llava config.json");
+  const m::ImageProcessorConfig pc =
+      m::parse_image_processor_config(m::ConfigReader(pre_json, "demo-llava preprocessor_config.json"));
+  text::ImageTokenConfig itc;
+  itc.image_token_id = image_id;
+  itc.image_seq_length = cfg.tokens_per_image();
+  const text::ChatTemplate tmpl;  // lli-chat's: LLaVA v1, no system prompt
+
+  nn::TrainingScope training;
+  m::Llava model(cfg);
+  init_weights(*model, o.seed, o);
+  DemoLlavaReport rep;
+  auto opt = make_trainable_adamw(
+      *model,
+      [](const std::string& name, const torch::Tensor& t) {
+        return t.dim() >= 2 && !ends_with(name, "embed_tokens.weight") && !ends_with(name, "position_embedding.weight");
+      },
+      o.lr, o.weight_decay, rep.parameters);
+  log_info("demo-llava: {} parameters (vision {}x{}, text {}x{}, {} image tokens), {} steps of {} scenes",
+           rep.parameters, o.vision_layers, o.vision_hidden, o.text_layers, o.text_hidden, itc.image_seq_length, o.steps,
+           o.images_per_step);
+
+  const std::filesystem::path log_path = o.out_dir / "train-log.tsv";
+  std::string log_text = "step\tseconds\tlr\tloss\tcolour\tcount\tkind\tposition\texists\tcaption\n";
+  Progress bar("training demo-llava", static_cast<long>(o.steps));
+  const double t0 = now_ms();
+  double acc_loss = 0;
+  int acc_n = 0;
+  std::array<int, 6> q_seen{}, q_right{};
+  std::int64_t step = 0;
+  for (; step < o.steps; ++step) {
+    check_interrupted();
+    const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
+    set_lr(*opt, lr);
+    std::vector<torch::Tensor> px;
+    std::vector<Example> ex;
+    for (int i = 0; i < o.images_per_step; ++i) {
+      const auto seed = kTrainSeedBase + static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.images_per_step) +
+                        static_cast<std::uint64_t>(i);
+      const world::Scene sc = world::make_scene(seed, curriculum(step, o.steps));
+      px.push_back(m::pixel_values_from_bgr(sc.image, pc, m::ImageAspect::resize_crop));  // [1, 3, S, S]
+      ex.push_back(make_example(tok, itc, tmpl, kDemoLlavaCaptionQuestion, world::caption(sc), kCaptionKind, i));
+      for (const auto& qa : world::questions(sc, seed))
+        ex.push_back(make_example(tok, itc, tmpl, qa.question, qa.answer, static_cast<int>(qa.kind), i));
+    }
+    // Right-padded batch: the causal mask keeps the padding out of every scored position.
+    std::size_t L = 0;
+    for (const auto& e : ex) L = std::max(L, e.ids.size());
+    const auto Q = static_cast<std::int64_t>(ex.size());
+    auto ids = torch::full({Q, static_cast<std::int64_t>(L)}, pad_id, torch::kInt64);  // [Q, L]
+    std::vector<std::int64_t> img_idx, pos, tgt;
+    std::vector<std::size_t> owner;  // example of each scored position
+    for (std::size_t b = 0; b < ex.size(); ++b) {
+      const auto& e = ex[b];
+      auto* row = ids[static_cast<std::int64_t>(b)].data_ptr<std::int64_t>();
+      std::copy(e.ids.begin(), e.ids.end(), row);
+      img_idx.push_back(e.image);
+      for (std::size_t t = e.answer_start; t < e.ids.size(); ++t) {  // position t - 1 predicts token t
+        pos.push_back(static_cast<std::int64_t>(b * L + t - 1));
+        tgt.push_back(e.ids[t]);
+        owner.push_back(b);
+      }
+    }
+    const auto feats = model->image_features(torch::cat(px));                                  // [n_img, N, Dt]
+    const auto feats_q = feats.index_select(0, torch::tensor(img_idx, torch::kInt64));          // [Q, N, Dt]
+    const auto emb = model->embed_inputs(ids, feats_q);                                        // [Q, L, Dt]
+    const auto h = model->language_model->final_hidden(emb);                                    // [Q, L, Dt]
+    const auto hs = h.reshape({-1, h.size(2)}).index_select(0, torch::tensor(pos, torch::kInt64));  // [n, Dt]
+    const auto logits = torch::matmul(hs, model->language_model->output_weight().t());        // [n, V]
+    const auto target = torch::tensor(tgt, torch::kInt64);
+    const auto loss = torch::nn::functional::cross_entropy(logits, target);
+    opt->zero_grad();
+    loss.backward();
+    if (step == 0) {  // every part of the model learns: the gradient reaches the vision tower
+      auto norm = [](torch::nn::Module& mod) {
+        double sq = 0;
+        for (const auto& p : mod.parameters())
+          if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
+        return std::sqrt(sq);
+      };
+      log_info("demo-llava: first gradient norms: vision tower {:.3g}, projector {:.3g}, language model {:.3g}",
+               norm(*model->vision_tower), norm(*model->multi_modal_projector), norm(*model->language_model));
+    }
+    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+    opt->step();
+
+    acc_loss += loss.item<double>();
+    ++acc_n;
+    {  // teacher-forced exact answers per kind
+      const auto right = (logits.detach().argmax(1) == target).contiguous();
+      const auto* r = right.data_ptr<bool>();
+      std::vector<char> ok(ex.size(), 1);
+      for (std::size_t k = 0; k < owner.size(); ++k)
+        if (!r[k]) ok[owner[k]] = 0;
+      for (std::size_t b = 0; b < ex.size(); ++b) {
+        ++q_seen[static_cast<std::size_t>(ex[b].kind)];
+        q_right[static_cast<std::size_t>(ex[b].kind)] += ok[b];
+      }
+    }
+    bar.update(static_cast<long>(step + 1));
+    const bool last = step + 1 == o.steps || (o.max_minutes > 0 && now_ms() - t0 > o.max_minutes * 60e3);
+    if ((step + 1) % o.log_every == 0 || last) {
+      rep.final_loss = acc_loss / acc_n;
+      std::array<double, 6> a{};
+      for (std::size_t k = 0; k < 6; ++k) a[k] = q_seen[k] ? static_cast<double>(q_right[k]) / q_seen[k] : 0.0;
+      log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\n", step + 1,
+                              (now_ms() - t0) / 1e3, lr, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5]);
+      log_info("demo-llava: step {} loss {:.4f} answers right: colour {:.2f} count {:.2f} kind {:.2f} position {:.2f} "
+               "exists {:.2f} caption {:.2f} ({:.0f} s)",
+               step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], (now_ms() - t0) / 1e3);
+      write_file_atomic(log_path.string(), log_text);
+      acc_loss = 0;
+      acc_n = 0;
+      q_seen = {};
+      q_right = {};
+    }
+    if (last) {
+      ++step;
+      break;
+    }
+  }
+  bar.finish();
+  rep.steps = step;
+  rep.seconds = (now_ms() - t0) / 1e3;
+
+  save_hf_checkpoint(o.out_dir, *model, o.fp16, "demo-llava", rep.steps, o.seed, cfg_json, pre_json);
+  for (const char* f : kTokenizerFiles) {
+    const auto src = o.tokenizer_dir / f;
+    if (std::filesystem::exists(src)) write_file_atomic((o.out_dir / f).string(), read_file(src.string()));
+  }
+  log_info("demo-llava: {} steps in {:.0f} s, written to {}", rep.steps, rep.seconds, o.out_dir.string());
+  return rep;
+}
+
+LlavaEvalResult evaluate_demo_llava(const std::filesystem::path& model_dir, int per_kind, std::uint64_t seed0,
+                                    DTypeChoice dtype) {
+  pipelines::ChatOptions co;
+  co.dtype = dtype;
+  co.weights = pipelines::WeightsChoice::mmap;
+  auto chat = pipelines::ChatSession::load(model_dir, co);
+  SamplerConfig greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 16;
+  LlavaEvalResult r;
+  auto full = [&] {
+    for (const auto& k : r.by_kind)
+      if (k.questions < per_kind) return false;
+    return true;
+  };
+  for (std::uint64_t seed = seed0; !full() && seed < seed0 + 1000000; ++seed) {
+    check_interrupted();
+    const world::Scene sc = world::make_scene(seed);
+    bool image_set = false;
+    for (const auto& qa : world::questions(sc, seed)) {
+      auto& k = r.by_kind[static_cast<std::size_t>(qa.kind)];
+      if (k.questions >= per_kind) continue;
+      if (!image_set) {
+        chat.set_image(sc.image);
+        image_set = true;
+        ++r.scenes;
+      }
+      chat.reset();
+      ++k.questions;
+      k.correct += chat.ask(qa.question, greedy).text == qa.answer ? 1 : 0;
+    }
+  }
+  return r;
+}
+
+}  // namespace lli::train
