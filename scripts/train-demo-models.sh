@@ -33,7 +33,8 @@ for name in "${NAMES[@]}"; do
       # the tokenizer shipped with it is the real LLaMA SentencePiece model of the llava-tiny-a fixture
       echo "== demo-llava (models/demo-llava)" >&2
       "$BIN" llava --out models/demo-llava --tokenizer tests/fixtures/llava-tiny-a \
-        --steps "${LLI_DEMO_LLAVA_STEPS:-4000}" --seed 1 --threads 2 --eval-questions 200 --progress --json
+        --vision-steps 6000 --align-steps 1500 --steps "${LLI_DEMO_LLAVA_STEPS:-2400}" \
+        --dense-weight 0.5 --curriculum false --seed 1 --threads 2 --eval-questions 200 --progress --json
       ;;
     *)
       echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama, llava)" >&2

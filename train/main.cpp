@@ -103,6 +103,14 @@ int main(int argc, char** argv) {
   llava->add_option("--text-width", vo.text_hidden, "LLaMA hidden size")->capture_default_str();
   llava->add_option("--text-layers", vo.text_layers, "LLaMA layers")->capture_default_str();
   llava->add_option("--heads", vo.heads, "Attention heads (both towers)")->capture_default_str();
+  llava->add_option("--vision-steps", vo.vision_steps, "Stage 1a: steps of the vision tower's per-patch classification")
+      ->capture_default_str();
+  llava->add_option("--align-steps", vo.align_steps, "Stage 1b: steps of the per-patch alignment to the words")
+      ->capture_default_str();
+  llava->add_option("--init", vo.init_dir, "Start from this demo-llava checkpoint's weights (same sizes)");
+  llava->add_option("--dense-weight", vo.dense_weight, "Weight of the per-patch loss kept in the LLaVA stage (0 = off)")
+      ->capture_default_str();
+  llava->add_option("--curriculum", vo.curriculum, "Large single objects first (true/false)")->capture_default_str();
   llava->add_option("--minutes", vo.max_minutes, "Stop after this many minutes of training (0 = no limit)");
   llava->add_option("--eval-questions", eval_questions, "Held-out questions per kind evaluated after training (0 = none)")
       ->capture_default_str();

@@ -162,7 +162,7 @@ double hole_psnr(const cv::Mat& a, const cv::Mat& b, const cv::Mat& hole) {
 
 }  // namespace
 
-DemoLamaReport train_demo_lama(const DemoLamaOptions& o) {
+TrainReport train_demo_lama(const DemoLamaOptions& o) {
   if (o.out_dir.empty()) throw UsageError("demo-lama: no output directory");
   if (o.steps < 1 || o.images_per_step < 1) throw UsageError("demo-lama: steps and images must be >= 1");
   if (o.ngf < 1 || o.n_downsampling < 1 || o.n_downsampling > 4 || o.n_blocks < 1)
@@ -174,7 +174,7 @@ DemoLamaReport train_demo_lama(const DemoLamaOptions& o) {
   nn::TrainingScope training;
   m::LamaGenerator model(cfg);
   init_weights(*model, o.seed);
-  DemoLamaReport rep;
+  TrainReport rep;
   auto opt = make_trainable_adamw(
       *model, [](const std::string&, const torch::Tensor& t) { return t.dim() >= 2; }, o.lr, o.weight_decay,
       rep.parameters);

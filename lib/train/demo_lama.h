@@ -24,7 +24,7 @@
 #include <filesystem>
 
 #include "lli/device.h"
-#include "train/demo_sam.h"  // kTrainSeedBase
+#include "train/train_report.h"
 
 namespace lli::train {
 
@@ -43,15 +43,8 @@ struct DemoLamaOptions {
   double max_minutes = 0;  // > 0: stop (and save) after this much training time
 };
 
-struct DemoLamaReport {
-  std::int64_t steps = 0;
-  double seconds = 0;
-  double final_loss = 0;
-  std::int64_t parameters = 0;
-};
-
 // Trains and writes the model into out_dir (each file atomically). Progress on stderr.
-DemoLamaReport train_demo_lama(const DemoLamaOptions& o);
+TrainReport train_demo_lama(const DemoLamaOptions& o);
 
 struct LamaEvalGroup {
   int objects = 0;

@@ -2,8 +2,9 @@
 #include "train/demo_llava.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -170,12 +171,199 @@ Example make_example(const text::LlamaTokenizer& tok, const text::ImageTokenConf
   return e;
 }
 
+// Stage 1a: throw-away linear heads on the tower's last patch features (not saved), per-patch kind
+// and colour classification: what a CLIP-pretrained tower would bring, learnt here from scratch.
+// Measured: the tower learns kind faster this way than through the word alignment from the start
+// (object patches' kind right: 0.32 vs 0.24 after 1,200 steps).
+struct DenseHeads {
+  explicit DenseHeads(std::int64_t width)
+      : kind(torch::nn::Linear(width, world::kShapeCount + 1)),
+        colour(torch::nn::Linear(width, world::kColourCount + 1)) {}
+  std::vector<torch::Tensor> parameters() const {
+    auto p = kind->parameters();
+    for (auto& t : colour->parameters()) p.push_back(t);
+    return p;
+  }
+  // patches: [n, N, Dv]; targets: n * N each (append_patch_targets). Counts right object patches.
+  torch::Tensor loss(const torch::Tensor& patches, const std::vector<std::int64_t>& kind_t,
+                     const std::vector<std::int64_t>& colour_t, std::int64_t& obj, std::int64_t& kind_ok,
+                     std::int64_t& colour_ok) {
+    const auto x = patches.reshape({-1, patches.size(2)});  // [n * N, Dv]
+    const auto kl = kind->forward(x), cl = colour->forward(x);
+    const auto kt = torch::tensor(kind_t, torch::kInt64), ct = torch::tensor(colour_t, torch::kInt64);
+    {
+      torch::NoGradGuard ng;
+      const auto is_obj = kt != world::kShapeCount;
+      obj += is_obj.sum().item<std::int64_t>();
+      kind_ok += ((kl.argmax(1) == kt) & is_obj).sum().item<std::int64_t>();
+      colour_ok += ((cl.argmax(1) == ct) & is_obj).sum().item<std::int64_t>();
+    }
+    return torch::nn::functional::cross_entropy(kl, kt) + torch::nn::functional::cross_entropy(cl, ct);
+  }
+  torch::nn::Linear kind, colour;
+};
+
+// Stage 1b, LLaVA's feature-alignment stage in miniature, per patch: the projected patch features (what the
+// language model reads at the image positions) are trained to point in the direction of the word
+// embeddings of the patch's colour and kind ("red", "star"; "background" where no object covers a
+// quarter of the patch): cosine similarity to the 15 candidate words' embeddings (their first
+// token), x 10, softmax, one cross-entropy for the colour word and one for the kind word. The
+// language model then finds "star" in the image the way it finds a word of the prompt (measured:
+// with the linear heads alone, per-patch kind 0.78, the trained LLaVA's kind answers stayed at chance,
+// 0.18 after 800 steps; with this stage after them 0.71).
+struct DenseAlignment {
+  explicit DenseAlignment(const text::LlamaTokenizer& tok) {
+    auto first = [&](const std::string& w) {
+      const auto ids = tok.encode(w, false);
+      if (ids.empty()) throw RuntimeError("demo-llava: the tokenizer encodes \"" + w + "\" as nothing");
+      return static_cast<std::int64_t>(ids[0]);
+    };
+    for (int c = 0; c < world::kColourCount; ++c)
+      words.push_back(first(world::colour_name(static_cast<world::Colour>(c))));
+    for (int k = 0; k < world::kShapeCount; ++k)
+      words.push_back(first(world::shape_name(static_cast<world::Shape>(k))));
+    words.push_back(first("background"));
+    std::vector<std::int64_t> sorted = words;
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+      throw RuntimeError("demo-llava: two colour / shape words start with the same token");
+  }
+  // Candidate index of a patch target (append_patch_targets' classes).
+  static std::int64_t colour_index(std::int64_t c) { return c == world::kColourCount ? kBg : c; }
+  static std::int64_t kind_index(std::int64_t k) { return k == world::kShapeCount ? kBg : world::kColourCount + k; }
+  static constexpr std::int64_t kBg = world::kColourCount + world::kShapeCount;
+
+  // projected: [n, N, Dt]; targets: n * N each (append_patch_targets). Counts right object patches.
+  torch::Tensor loss(m::LlavaImpl& model, const torch::Tensor& projected, const std::vector<std::int64_t>& kind_t,
+                     const std::vector<std::int64_t>& colour_t, std::int64_t& obj, std::int64_t& kind_ok,
+                     std::int64_t& colour_ok) const {
+    const auto x = torch::nn::functional::normalize(projected.reshape({-1, projected.size(2)}),
+                                                    torch::nn::functional::NormalizeFuncOptions().dim(1));  // [n*N, Dt]
+    const auto e =
+        model.language_model->output_weight().index_select(0, torch::tensor(words, torch::kInt64));  // [15, Dt]
+    const auto logits =
+        10.0 *
+        torch::matmul(x, torch::nn::functional::normalize(e, torch::nn::functional::NormalizeFuncOptions().dim(1)).t());
+    std::vector<std::int64_t> ki(kind_t.size()), ci(colour_t.size());
+    for (std::size_t i = 0; i < ki.size(); ++i) ki[i] = kind_index(kind_t[i]), ci[i] = colour_index(colour_t[i]);
+    const auto kt = torch::tensor(ki, torch::kInt64), ct = torch::tensor(ci, torch::kInt64);
+    {
+      torch::NoGradGuard ng;
+      const auto is_obj = kt != kBg;
+      const auto l = logits.detach();
+      obj += is_obj.sum().item<std::int64_t>();
+      const auto kind_pick = l.narrow(1, world::kColourCount, world::kShapeCount + 1).argmax(1) + world::kColourCount;
+      auto colour_l = l.clone();
+      colour_l.narrow(1, world::kColourCount, world::kShapeCount).fill_(-1e9);
+      kind_ok += ((kind_pick == kt) & is_obj).sum().item<std::int64_t>();
+      colour_ok += ((colour_l.argmax(1) == ct) & is_obj).sum().item<std::int64_t>();
+    }
+    return torch::nn::functional::cross_entropy(logits, kt) + torch::nn::functional::cross_entropy(logits, ct);
+  }
+  std::vector<std::int64_t> words;  // first tokens: 7 colours, 7 shapes, "background"
+};
+
+// The last vision layer's patch features [n, N, Dv] (the config selects layer -1, CLS dropped) with
+// autograd (image_features runs without): stage 1 and stage 2 read the tower through it.
+torch::Tensor patch_features(m::LlavaImpl& model, const torch::Tensor& pixel_values) {
+  auto states = model.vision_tower->hidden_states(pixel_values);
+  const auto& last = states.back();  // [n, 1 + N, Dv]
+  return last.narrow(1, 1, last.size(1) - 1);
+}
+
+// Stage 1 on the dense targets of the world's own scenes, 2 * images_per_step per step: with `heads`
+// (1a) the vision tower and the heads, else (1b) the tower, the projector and the candidate words'
+// embeddings through `align`.
+void pretrain_vision(m::LlavaImpl& model, DenseHeads* heads, const DenseAlignment& align, std::int64_t steps,
+                     std::uint64_t seed_base, const DemoLlavaOptions& o, const m::ImageProcessorConfig& pc,
+                     std::string& log_text) {
+  std::vector<torch::Tensor> decay, no_decay;
+  std::vector<torch::nn::Module*> parts = {model.vision_tower.get()};
+  if (!heads) parts.push_back(model.multi_modal_projector.get());
+  for (auto* part : parts)
+    for (auto& p : part->named_parameters(true))
+      (p.value().dim() >= 2 && !ends_with(p.key(), "position_embedding.weight") ? decay : no_decay)
+          .push_back(p.value());
+  if (heads)
+    for (auto& p : heads->parameters()) decay.push_back(p);
+  else
+    no_decay.push_back(model.language_model->output_weight());
+  auto opt = make_adamw(std::move(decay), std::move(no_decay), o.lr, o.weight_decay);
+  const std::string stage = heads ? "vision" : "align";
+  const int g = o.image_size / o.patch_size;
+  const int per_step = 2 * o.images_per_step;
+  Progress bar(heads ? "demo-llava: stage 1a (vision tower)" : "demo-llava: stage 1b (alignment)",
+               static_cast<long>(steps));
+  const double t0 = now_ms();
+  double acc_loss = 0;
+  std::int64_t obj = 0, kind_ok = 0, colour_ok = 0;
+  int acc_n = 0;
+  for (std::int64_t step = 0; step < steps; ++step) {
+    check_interrupted();
+    const double lr = warmup_cosine_lr(o.lr, step, steps, std::min<std::int64_t>(o.warmup, steps / 4));
+    set_lr(*opt, lr);
+    std::vector<torch::Tensor> px;
+    std::vector<std::int64_t> kt, ct;
+    for (int i = 0; i < per_step; ++i) {
+      const auto seed = seed_base + static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(per_step) +
+                        static_cast<std::uint64_t>(i);
+      const world::Scene sc = world::make_scene(seed);
+      px.push_back(m::pixel_values_from_bgr(sc.image, pc, m::ImageAspect::resize_crop));  // [1, 3, S, S]
+      append_patch_targets(sc, g, kt, ct);
+    }
+    const auto patches = patch_features(model, torch::cat(px));  // [n, N, Dv]
+    const auto loss = heads ? heads->loss(patches, kt, ct, obj, kind_ok, colour_ok)
+                            : align.loss(model, model.multi_modal_projector(patches), kt, ct, obj, kind_ok, colour_ok);
+    opt->zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model.parameters(), 1.0);
+    opt->step();
+    acc_loss += loss.item<double>();
+    ++acc_n;
+    bar.update(static_cast<long>(step + 1));
+    if ((step + 1) % o.log_every == 0 || step + 1 == steps) {
+      const double ka = obj ? static_cast<double>(kind_ok) / obj : 0,
+                   ca = obj ? static_cast<double>(colour_ok) / obj : 0;
+      log_text += fmt::format("{} {}\t{:.1f}\t{:.3g}\t{:.5f}\tpatches: kind {:.3f} colour {:.3f}\n", stage, step + 1,
+                              (now_ms() - t0) / 1e3, lr, acc_loss / acc_n, ka, ca);
+      log_info("demo-llava: {} step {} loss {:.4f} object patches right: kind {:.3f} colour {:.3f} ({:.0f} s)", stage,
+               step + 1, acc_loss / acc_n, ka, ca, (now_ms() - t0) / 1e3);
+      acc_loss = 0;
+      acc_n = 0;
+      obj = kind_ok = colour_ok = 0;
+    }
+  }
+  bar.finish();
+}
+
 }  // namespace
 
-DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
+void append_patch_targets(const world::Scene& sc, int g, std::vector<std::int64_t>& kind,
+                          std::vector<std::int64_t>& colour) {
+  const std::size_t base = kind.size(), n = static_cast<std::size_t>(g) * static_cast<std::size_t>(g);
+  kind.resize(base + n, world::kShapeCount);
+  colour.resize(base + n, world::kColourCount);
+  std::vector<int> best(n, 255 / 4);
+  for (const auto& o : sc.objects) {
+    cv::Mat cov;  // CV_8UC1 [g, g]: the share of each patch the object covers, 0..255
+    cv::resize(o.mask, cov, cv::Size(g, g), 0, 0, cv::INTER_AREA);
+    for (int y = 0; y < g; ++y)
+      for (int x = 0; x < g; ++x) {
+        const std::size_t i = static_cast<std::size_t>(y) * static_cast<std::size_t>(g) + static_cast<std::size_t>(x);
+        const int c = cov.at<std::uint8_t>(y, x);
+        if (c <= best[i]) continue;
+        best[i] = c;
+        kind[base + i] = static_cast<std::int64_t>(o.shape);
+        colour[base + i] = static_cast<std::int64_t>(o.colour);
+      }
+  }
+}
+
+TrainReport train_demo_llava(const DemoLlavaOptions& o) {
   if (o.out_dir.empty()) throw UsageError("demo-llava: no output directory");
   if (o.steps < 1 || o.images_per_step < 1) throw UsageError("demo-llava: steps and images must be >= 1");
-  if (o.heads < 1 || o.text_hidden % o.heads != 0 || (o.text_hidden / o.heads) % 2 != 0 || o.vision_hidden % o.heads != 0)
+  if (o.heads < 1 || o.text_hidden % o.heads != 0 || (o.text_hidden / o.heads) % 2 != 0 ||
+      o.vision_hidden % o.heads != 0)
     throw UsageError("demo-llava: the widths must be multiples of the heads (an even head size)");
   if (o.patch_size < 1 || o.image_size % o.patch_size != 0)
     throw UsageError("demo-llava: the image size must be a multiple of the patch size");
@@ -199,7 +387,20 @@ DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
   nn::TrainingScope training;
   m::Llava model(cfg);
   init_weights(*model, o.seed, o);
-  DemoLlavaReport rep;
+  if (!o.init_dir.empty()) {  // continue from an earlier run's weights (same sizes: every tensor by name)
+    const auto ckpt = st::Checkpoint::open(o.init_dir);
+    const TensorMap init = load_tensors(ckpt);
+    torch::NoGradGuard ng;
+    for (auto& p : model->named_parameters(true)) {
+      const auto it = init.find(p.key());
+      if (it == init.end() || !it->second.sizes().equals(p.value().sizes()))
+        throw ModelError((o.init_dir / "model.safetensors").string() + ": no tensor " + p.key() + " of shape " +
+                         c10::str(p.value().sizes()));
+      p.value().copy_(it->second);
+    }
+    log_info("demo-llava: weights from {}", o.init_dir.string());
+  }
+  TrainReport rep;
   auto opt = make_trainable_adamw(
       *model,
       [](const std::string& name, const torch::Tensor& t) {
@@ -207,11 +408,20 @@ DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
       },
       o.lr, o.weight_decay, rep.parameters);
   log_info("demo-llava: {} parameters (vision {}x{}, text {}x{}, {} image tokens), {} steps of {} scenes",
-           rep.parameters, o.vision_layers, o.vision_hidden, o.text_layers, o.text_hidden, itc.image_seq_length, o.steps,
-           o.images_per_step);
+           rep.parameters, o.vision_layers, o.vision_hidden, o.text_layers, o.text_hidden, itc.image_seq_length,
+           o.steps, o.images_per_step);
 
   const std::filesystem::path log_path = o.out_dir / "train-log.tsv";
-  std::string log_text = "step\tseconds\tlr\tloss\tcolour\tcount\tkind\tposition\texists\tcaption\n";
+  std::string log_text;
+  const DenseAlignment align(tok);
+  if (o.vision_steps > 0) {
+    DenseHeads heads(o.vision_hidden);
+    pretrain_vision(*model, &heads, align, o.vision_steps, kTrainSeedBase + (1ull << 32), o, pc, log_text);
+  }
+  if (o.align_steps > 0)
+    pretrain_vision(*model, nullptr, align, o.align_steps, kTrainSeedBase + (2ull << 32), o, pc, log_text);
+  const int g = o.image_size / o.patch_size;
+  log_text += "step\tseconds\tlr\tloss\tcolour\tcount\tkind\tposition\texists\tcaption\n";
   Progress bar("training demo-llava", static_cast<long>(o.steps));
   const double t0 = now_ms();
   double acc_loss = 0;
@@ -224,11 +434,14 @@ DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
     set_lr(*opt, lr);
     std::vector<torch::Tensor> px;
     std::vector<Example> ex;
+    std::vector<std::int64_t> kt, ct;
     for (int i = 0; i < o.images_per_step; ++i) {
-      const auto seed = kTrainSeedBase + static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.images_per_step) +
+      const auto seed = kTrainSeedBase +
+                        static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.images_per_step) +
                         static_cast<std::uint64_t>(i);
-      const world::Scene sc = world::make_scene(seed, curriculum(step, o.steps));
+      const world::Scene sc = world::make_scene(seed, o.curriculum ? curriculum(step, o.steps) : world::SceneConfig{});
       px.push_back(m::pixel_values_from_bgr(sc.image, pc, m::ImageAspect::resize_crop));  // [1, 3, S, S]
+      if (o.dense_weight > 0) append_patch_targets(sc, g, kt, ct);
       ex.push_back(make_example(tok, itc, tmpl, kDemoLlavaCaptionQuestion, world::caption(sc), kCaptionKind, i));
       for (const auto& qa : world::questions(sc, seed))
         ex.push_back(make_example(tok, itc, tmpl, qa.question, qa.answer, static_cast<int>(qa.kind), i));
@@ -251,14 +464,19 @@ DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
         owner.push_back(b);
       }
     }
-    const auto feats = model->image_features(torch::cat(px));                                  // [n_img, N, Dt]
-    const auto feats_q = feats.index_select(0, torch::tensor(img_idx, torch::kInt64));          // [Q, N, Dt]
-    const auto emb = model->embed_inputs(ids, feats_q);                                        // [Q, L, Dt]
-    const auto h = model->language_model->final_hidden(emb);                                    // [Q, L, Dt]
+    const auto patches = patch_features(*model, torch::cat(px));                                    // [n_img, N, Dv]
+    const auto feats = model->multi_modal_projector(patches);                                       // [n_img, N, Dt]
+    const auto feats_q = feats.index_select(0, torch::tensor(img_idx, torch::kInt64));              // [Q, N, Dt]
+    const auto emb = model->embed_inputs(ids, feats_q);                                             // [Q, L, Dt]
+    const auto h = model->language_model->final_hidden(emb);                                        // [Q, L, Dt]
     const auto hs = h.reshape({-1, h.size(2)}).index_select(0, torch::tensor(pos, torch::kInt64));  // [n, Dt]
-    const auto logits = torch::matmul(hs, model->language_model->output_weight().t());        // [n, V]
+    const auto logits = torch::matmul(hs, model->language_model->output_weight().t());              // [n, V]
     const auto target = torch::tensor(tgt, torch::kInt64);
-    const auto loss = torch::nn::functional::cross_entropy(logits, target);
+    auto loss = torch::nn::functional::cross_entropy(logits, target);
+    if (o.dense_weight > 0) {
+      std::int64_t obj = 0, kind_ok = 0, colour_ok = 0;
+      loss = loss + o.dense_weight * align.loss(*model, feats, kt, ct, obj, kind_ok, colour_ok);
+    }
     opt->zero_grad();
     loss.backward();
     if (step == 0) {  // every part of the model learns: the gradient reaches the vision tower
@@ -295,9 +513,10 @@ DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o) {
       for (std::size_t k = 0; k < 6; ++k) a[k] = q_seen[k] ? static_cast<double>(q_right[k]) / q_seen[k] : 0.0;
       log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\n", step + 1,
                               (now_ms() - t0) / 1e3, lr, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5]);
-      log_info("demo-llava: step {} loss {:.4f} answers right: colour {:.2f} count {:.2f} kind {:.2f} position {:.2f} "
-               "exists {:.2f} caption {:.2f} ({:.0f} s)",
-               step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], (now_ms() - t0) / 1e3);
+      log_info(
+          "demo-llava: step {} loss {:.4f} answers right: colour {:.2f} count {:.2f} kind {:.2f} position {:.2f} "
+          "exists {:.2f} caption {:.2f} ({:.0f} s)",
+          step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], (now_ms() - t0) / 1e3);
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;

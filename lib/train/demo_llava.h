@@ -4,15 +4,23 @@
 // and its evaluation on held-out scenes through pipelines::ChatSession, the conversation lli-chat
 // runs. Torch-free header.
 //
-// Training data: scenes of seeds kTrainSeedBase + step * images_per_step + i (held-out seeds are
-// below 2^40), all of each scene's questions (world::questions: colour, count, kind, position,
-// exists) and its caption as the answer to kDemoLlavaCaptionQuestion. Each question is one single-turn conversation as lli-chat renders it
-// ("<s>USER: <image>\n<question> ASSISTANT: <answer></s>", the image token expanded), the loss is
-// the cross-entropy of the answer's tokens and the closing </s> (teacher forcing); the output
-// projection is applied only at those positions. The scenes follow a curriculum (large single
-// objects first, the world's own 1-4 small objects after 30 % of the steps: demo_llava.cpp). The image goes through the processor lli-chat
-// uses, configured to squash the whole scene to the tower's square input (size {height, width}, no
-// centre crop: a crop would cut off objects at the sides).
+// Training, in two stages (both on scenes of seeds kTrainSeedBase + ...; held-out seeds are below
+// 2^40):
+// 1. Per patch (LLaVA starts from a CLIP-pretrained tower and aligns its projector to the word
+//    embeddings; this one starts from scratch): (a) the vision tower learns each patch's kind and
+//    colour through throw-away linear heads; (b) the tower, the projector and 15 words' embeddings
+//    are trained so that each projected patch points in the direction of the word embeddings of
+//    its object's colour and kind ("red", "star"), or of "background" (append_patch_targets,
+//    demo_llava.cpp's DenseHeads and DenseAlignment).
+// 2. Visual instruction tuning: all of each scene's questions (world::questions: colour, count,
+//    kind, position, exists) and its caption as the answer to kDemoLlavaCaptionQuestion, each one
+//    single-turn conversation as lli-chat renders it ("<s>USER: <image>\n<question> ASSISTANT:
+//    <answer></s>", the image token expanded); loss = the cross-entropy of the answer's tokens and
+//    the closing </s> (teacher forcing; the output projection only at those positions) plus
+//    dense_weight x stage 1b's loss. Optionally (curriculum) large single objects first.
+// The image goes through the processor lli-chat uses, configured to squash the whole scene to the
+// tower's square input (size {height, width}, no centre crop: a crop would cut off objects at the
+// sides).
 // Ref: Liu et al., "Improved Baselines with Visual Instruction Tuning" (LLaVA-1.5, 2023);
 //      transformers LlamaPreTrainedModel._init_weights (normal(0, initializer_range), v4.45).
 #pragma once
@@ -21,9 +29,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "lli/device.h"
-#include "train/demo_sam.h"  // kTrainSeedBase
+#include "train/train_report.h"
+#include "world/shapes_world.h"
 
 namespace lli::train {
 
@@ -34,29 +44,37 @@ struct DemoLlavaOptions {
   std::filesystem::path out_dir;        // config.json, preprocessor_config.json, model.safetensors, tokenizer files
   std::filesystem::path tokenizer_dir;  // tokenizer.model (+ tokenizer_config.json, special_tokens_map.json,
                                         // added_tokens.json) copied from here
-  std::int64_t steps = 3000;
-  std::uint64_t seed = 1;   // weight initialisation
-  int images_per_step = 8;  // scenes per step; every question of each is trained
+  std::int64_t steps = 2400;            // LLaVA stage
+  std::uint64_t seed = 1;               // weight initialisation
+  int images_per_step = 8;              // scenes per step; every question of each is trained
   double lr = 1e-3;
   double weight_decay = 0.01;
   std::int64_t warmup = 150;
   int image_size = 96, patch_size = 12;
   int vision_hidden = 128, vision_layers = 4;
   int text_hidden = 128, text_layers = 4, heads = 4;
-  bool fp16 = true;    // store the weights as F16 (the loader converts)
-  int log_every = 50;  // rows of train-log.tsv
-  double max_minutes = 0;  // > 0: stop (and save) after this much training time
+  bool fp16 = true;        // store the weights as F16 (the loader converts)
+  int log_every = 50;      // rows of train-log.tsv
+  double max_minutes = 0;  // > 0: stop (and save) after this much stage-2 training time
+  // Stage 1 (see above), 2 * images_per_step scenes of the world's own distribution per step:
+  // 1a, the vision tower with throw-away linear heads telling each patch's kind and colour; 1b, the
+  // alignment of the projected patches to the words. 0 = skip.
+  std::int64_t vision_steps = 6000;
+  std::int64_t align_steps = 1500;
+  std::filesystem::path init_dir;  // non-empty: start from this demo-llava checkpoint's weights (same sizes)
+  double dense_weight = 0.5;       // > 0: stage 1b's per-patch loss, times this, added in stage 2
+  bool curriculum = false;  // large single objects first (see demo_llava.cpp); false: the world's scenes throughout
 };
 
-struct DemoLlavaReport {
-  std::int64_t steps = 0;
-  double seconds = 0;
-  double final_loss = 0;  // mean of the last log interval
-  std::int64_t parameters = 0;
-};
+// The per-patch targets of stage 1 for a scene squashed to the tower's square input with g x g
+// patches: the kind and colour of the object covering most of each patch (at least a quarter of
+// it), else the background class (world::kShapeCount, world::kColourCount). Appended to `kind` and
+// `colour` in row-major order, the order of the tower's patch tokens.
+void append_patch_targets(const world::Scene& sc, int g, std::vector<std::int64_t>& kind,
+                          std::vector<std::int64_t>& colour);
 
 // Trains and writes the model into out_dir (each file atomically). Progress on stderr.
-DemoLlavaReport train_demo_llava(const DemoLlavaOptions& o);
+TrainReport train_demo_llava(const DemoLlavaOptions& o);
 
 struct LlavaEvalKind {
   int questions = 0, correct = 0;

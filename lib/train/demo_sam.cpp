@@ -342,7 +342,7 @@ GroupLoss group_loss(m::SamModelImpl& model, const torch::Tensor& emb, const std
 
 }  // namespace
 
-DemoSamReport train_demo_sam(const DemoSamOptions& o) {
+TrainReport train_demo_sam(const DemoSamOptions& o) {
   if (o.out_dir.empty()) throw UsageError("demo-sam: no output directory");
   if (o.steps < 1 || o.images_per_step < 1 || o.prompts_per_image < 1) throw UsageError("demo-sam: steps, images and prompts must be >= 1");
   if (o.image_size < 32 || o.image_size % 32 != 0) throw UsageError("demo-sam: --image-size must be a multiple of 32");
@@ -355,7 +355,7 @@ DemoSamReport train_demo_sam(const DemoSamOptions& o) {
   nn::TrainingScope training;
   m::SamModel model(cfg);
   init_weights(*model, o.seed);
-  DemoSamReport rep;
+  TrainReport rep;
   auto opt = make_trainable_adamw(
       *model, [](const std::string& name, const torch::Tensor& t) { return t.dim() >= 2 && !ends_with(name, "pos_embed"); },
       o.lr, o.weight_decay, rep.parameters);

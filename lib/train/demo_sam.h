@@ -21,9 +21,9 @@
 #include <filesystem>
 #include <string>
 
-namespace lli::train {
+#include "train/train_report.h"
 
-constexpr std::uint64_t kTrainSeedBase = std::uint64_t{1} << 40;
+namespace lli::train {
 
 struct DemoSamOptions {
   std::filesystem::path out_dir;  // config.json, preprocessor_config.json, model.safetensors, train-log.tsv
@@ -40,15 +40,8 @@ struct DemoSamOptions {
   double max_minutes = 0;         // > 0: stop (and save) after this much training time
 };
 
-struct DemoSamReport {
-  std::int64_t steps = 0;
-  double seconds = 0;
-  double final_loss = 0;  // mean of the last log interval
-  std::int64_t parameters = 0;
-};
-
 // Trains and writes the model into out_dir (each file atomically). Progress on stderr.
-DemoSamReport train_demo_sam(const DemoSamOptions& o);
+TrainReport train_demo_sam(const DemoSamOptions& o);
 
 struct SamEvalResult {
   int objects = 0;

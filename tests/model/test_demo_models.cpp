@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lli/error.h"
+#include "lli/fs.h"
 #include "pipelines/segment_sam.h"
 #include "test_util.h"
 #include "train/demo_lama.h"
@@ -143,8 +144,11 @@ TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give 
   o.vision_hidden = o.text_hidden = 32;
   o.vision_layers = o.text_layers = 1;
   o.heads = 2;
+  o.vision_steps = o.align_steps = 2;  // stage 1 runs too
   const auto rep = lli::train::train_demo_llava(o);
   CHECK(rep.steps == 3);
+  CHECK(lli::read_file((t / "llava" / "train-log.tsv").string()).find("vision 2\t") != std::string::npos);
+  CHECK(lli::read_file((t / "llava" / "train-log.tsv").string()).find("align 2\t") != std::string::npos);
   CHECK(rep.parameters > 32000 * 32);  // the 32k-token embedding at least
   CHECK(std::isfinite(rep.final_loss));
   CHECK(rep.final_loss > 5);  // ~ln(32064) = 10.4 before any learning
@@ -157,4 +161,34 @@ TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give 
   CHECK(r.scenes >= 2);
   o.patch_size = 7;
   CHECK_THROWS_AS(lli::train::train_demo_llava(o), lli::UsageError);
+}
+
+TEST_CASE("demo-llava stage 1 targets: each patch names the object covering most of it, else the background") {
+  namespace world = lli::world;
+  // A 96 x 96 scene with one large object: the patch at its centre is the object, a corner patch far
+  // from it is background, and the grid has g * g entries in row-major order.
+  world::SceneConfig c;
+  c.min_side = c.max_side = 96;
+  c.min_objects = c.max_objects = 1;
+  c.min_radius_frac = c.max_radius_frac = 0.2;
+  for (std::uint64_t seed = 1; seed <= 5; ++seed) {
+    const world::Scene sc = world::make_scene(seed, c);
+    const auto& o = sc.objects.at(0);
+    std::vector<std::int64_t> kind = {-1}, colour = {-1};  // appended after what is there
+    lli::train::append_patch_targets(sc, 8, kind, colour);
+    REQUIRE(kind.size() == 65);
+    REQUIRE(colour.size() == 65);
+    CHECK(kind[0] == -1);
+    const int cx = static_cast<int>(o.centre.x) / 12, cy = static_cast<int>(o.centre.y) / 12;
+    if (o.shape != world::Shape::ring) {  // a ring's centre is background
+      CHECK(kind[static_cast<std::size_t>(1 + cy * 8 + cx)] == static_cast<std::int64_t>(o.shape));
+      CHECK(colour[static_cast<std::size_t>(1 + cy * 8 + cx)] == static_cast<std::int64_t>(o.colour));
+    }
+    const int fx = cx < 4 ? 7 : 0, fy = cy < 4 ? 7 : 0;  // the farthest corner
+    CHECK(kind[static_cast<std::size_t>(1 + fy * 8 + fx)] == world::kShapeCount);
+    CHECK(colour[static_cast<std::size_t>(1 + fy * 8 + fx)] == world::kColourCount);
+    int object_patches = 0;
+    for (std::size_t i = 1; i < kind.size(); ++i) object_patches += kind[i] != world::kShapeCount;
+    CHECK(object_patches >= 2);  // radius 19 px: several 12-px patches
+  }
 }
