@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, and runs a demo pipeline: lli's own demo models
-# (demo-sam, demo-lama) on a synthetic shapes-world scene, then samples/ with the classical
+# (demo-sam, demo-lama, demo-llava) on a synthetic shapes-world scene, then samples/ with the classical
 # backends (GrabCut segmentation, Telea removal). Outputs go to demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,8 @@ export LLI_CONFIG=$PWD/configs/models.yaml
 
 echo "== 0. lli's demo models, trained by lli itself on its synthetic shapes world (models/): a scene,"
 echo "      the red cross segmented from a stroke drawn across it (demo-sam), removed (demo-lama; Telea"
-echo "      beside it), then the same as a piped session"
+echo "      beside it); then the same as one piped session that asks demo-llava what is in the picture"
+echo "      before and after"
 TRAIN=${LLI_BUILD_DIR:-build}/train
 mkdir -p "$OUT/shapes"
 "$TRAIN/lli-train-demo" scene --seed 7 -o "$OUT/shapes/scene.png"
@@ -24,9 +25,11 @@ mkdir -p "$OUT/shapes"
 "$BIN/lli-edit" remove --backend telea -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
   -o "$OUT/shapes/scene.nocross.telea.png" --json
 mkdir -p "$OUT/shapes/session"
-"$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "78,106 104,106" --session - \
-    --session-dir "$OUT/shapes/session" \
-  | "$BIN/lli-edit" remove --backend lama -m demo-lama --session - --session-dir "$OUT/shapes/session" \
+S=(--session - --session-dir "$OUT/shapes/session")
+"$BIN/lli-chat" -m demo-llava -i "$OUT/shapes/scene.png" "What is in the picture?" --temperature 0 "${S[@]}" \
+  | "$BIN/lli-segment" -m demo-sam --stroke "78,106 104,106" "${S[@]}" \
+  | "$BIN/lli-edit" remove --backend lama -m demo-lama "${S[@]}" \
+  | "$BIN/lli-chat" -m demo-llava "What is in the picture?" --temperature 0 "${S[@]}" \
   > "$OUT/shapes/session/session.json"
 echo "session file ($OUT/shapes/session/session.json):"; cat "$OUT/shapes/session/session.json"
 
@@ -50,7 +53,8 @@ echo "== 4. batch: every sample, prompts paired by stem, resumable, sharded in 2
 "$BIN/lli-edit" remove -i samples/ --mask "$OUT/batch" --outdir "$OUT/batch/clean" --json
 
 echo "== 5. the model tools say what they need"
-"$BIN/lli-chat" -i samples/messi5.jpg "what is in the picture?" || echo "(lli-chat exit code $?)"
+"$BIN/lli-chat" -m llava-1.5-7b -i samples/messi5.jpg "what is in the picture?" || echo "(lli-chat exit code $?)"
+"$BIN/lli-generate" --text "a red ball on grass" -o "$OUT/ball.png" || echo "(lli-generate exit code $?)"
 
 echo "== outputs in $OUT/:"
 find "$OUT" -type f | sort

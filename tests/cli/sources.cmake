@@ -5,4 +5,5 @@ set(LLI_CLI_TEST_SOURCES
   cli/test_segment_owl.cpp
   cli/test_generate.cpp
   cli/test_edit.cpp
-  cli/test_hardening.cpp)
+  cli/test_hardening.cpp
+  cli/test_demo_llava.cpp)

@@ -251,7 +251,8 @@ TEST_CASE("cli: malformed inputs give their exit code, one line, and no output f
       {"lli-edit move -i " + img + " --mask fake.png --offset 5,5 --backend telea -o out.png", 3, "fake.png"},
       {"lli-edit move -i " + img + " --mask fake.png --to 5,5 -o out.png", 2, "--to"},
       {"lli-edit replace -i " + img + " --mask fake.png -o out.png", 2, "--text"},
-      {"lli-chat -i " + img + " 'what is this?'", 4, "model"},
+      // a named LLaVA that is not installed (without -m, lli-chat falls back to the shipped demo-llava)
+      {"lli-chat -m llava-1.5-7b -i " + img + " 'what is this?'", 4, "llava-1.5-7b"},
       {"lli-chat -i " + img + " -m /nonexistent/ckpt 'what?'", 4, "/nonexistent/ckpt"},
       {"lli-chat -i fake.png 'what?'", 3, "fake.png"},
       {"lli-generate --text 'a cat' -o out.png", 4, "model"},

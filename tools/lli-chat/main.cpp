@@ -35,6 +35,9 @@ Examples:
                                               # reuse its prefilled image tokens from photo.kv
   lli-chat -i photo.jpg "describe it" --weights mmap   # instant load (weights stay in the page cache)
   lli-chat -i photo.jpg "describe it" --quantize q4_k  # 4-bit weights: ~3x faster decoding
+  lli-chat -m demo-llava -i scene.png "What shape is the red object?" --temperature 0   # lli's shapes-world demo
+Without -m, lli-chat uses models.yaml's model, or lli's shapes-world demo-llava when that is not installed
+(it knows only lli-train-demo's synthetic scenes: models/demo-llava/MODEL_CARD.md).
 Interactive mode starts when there is no question and stdin is a terminal (--interactive forces it,
 reading questions and /commands line by line from stdin).
 Defaults (temperature 0.2, top-p 0.7, top-k 50, max-new-tokens 512) come from models.yaml tools.lli-chat.
