@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, and runs a demo pipeline: lli's own demo models
-# (demo-sam, demo-lama, demo-llava) on a synthetic shapes-world scene, then samples/ with the classical
-# backends (GrabCut segmentation, Telea removal). Outputs go to demo-out/.
+# (demo-gligen, demo-llava, demo-sam, demo-lama) on a generated shapes-world scene, then samples/
+# with the classical backends (GrabCut segmentation, Telea removal). Outputs go to demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -11,14 +11,18 @@ OUT=demo-out
 rm -rf "$OUT" && mkdir -p "$OUT"
 export LLI_CONFIG=$PWD/configs/models.yaml
 
-echo "== 0. lli's demo models, trained by lli itself on its synthetic shapes world (models/): a scene,"
-echo "      the red cross segmented from a stroke drawn across it (demo-sam), removed (demo-lama; Telea"
-echo "      beside it); then the same as one piped session that asks demo-llava what is in the picture"
-echo "      before and after"
-TRAIN=${LLI_BUILD_DIR:-build}/train
+echo "== 0. lli's demo models, trained by lli itself on its synthetic shapes world (models/): a scene"
+echo "      generated from a caption and a layout (demo-gligen), the red cross segmented from a stroke"
+echo "      drawn across it (demo-sam), removed (demo-lama; Telea beside it); then the same as one piped"
+echo "      session that asks demo-llava what is in the picture before and after"
 mkdir -p "$OUT/shapes"
-"$TRAIN/lli-train-demo" scene --seed 7 -o "$OUT/shapes/scene.png"
-"$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "78,106 104,106" \
+cat > "$OUT/shapes/layout.json" <<'EOF'
+{"text": "a red cross left of a blue circle",
+ "boxes": [{"box": [6, 20, 30, 44], "phrase": "red cross"}, {"box": [36, 20, 60, 44], "phrase": "blue circle"}]}
+EOF
+GEN=(-m demo-gligen --layout "$OUT/shapes/layout.json" --seed DEMO_SEED --steps 25)
+"$BIN/lli-generate" "${GEN[@]}" -o "$OUT/shapes/scene.png" --json
+"$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "10,32 26,32" \
   -o "$OUT/shapes/cross.mask.png" --overlay "$OUT/shapes/cross.overlay.png" --json
 "$BIN/lli-edit" remove --backend lama -m demo-lama -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
   -o "$OUT/shapes/scene.nocross.png" --json
@@ -26,8 +30,9 @@ mkdir -p "$OUT/shapes"
   -o "$OUT/shapes/scene.nocross.telea.png" --json
 mkdir -p "$OUT/shapes/session"
 S=(--session - --session-dir "$OUT/shapes/session")
-"$BIN/lli-chat" -m demo-llava -i "$OUT/shapes/scene.png" "What is in the picture?" --temperature 0 "${S[@]}" \
-  | "$BIN/lli-segment" -m demo-sam --stroke "78,106 104,106" "${S[@]}" \
+"$BIN/lli-generate" "${GEN[@]}" "${S[@]}" \
+  | "$BIN/lli-chat" -m demo-llava "What is in the picture?" --temperature 0 "${S[@]}" \
+  | "$BIN/lli-segment" -m demo-sam --stroke "10,32 26,32" "${S[@]}" \
   | "$BIN/lli-edit" remove --backend lama -m demo-lama "${S[@]}" \
   | "$BIN/lli-chat" -m demo-llava "What is in the picture?" --temperature 0 "${S[@]}" \
   > "$OUT/shapes/session/session.json"
@@ -54,7 +59,7 @@ echo "== 4. batch: every sample, prompts paired by stem, resumable, sharded in 2
 
 echo "== 5. the model tools say what they need"
 "$BIN/lli-chat" -m llava-1.5-7b -i samples/messi5.jpg "what is in the picture?" || echo "(lli-chat exit code $?)"
-"$BIN/lli-generate" --text "a red ball on grass" -o "$OUT/ball.png" || echo "(lli-generate exit code $?)"
+"$BIN/lli-generate" -m gligen-generation --text "a red ball on grass" -o "$OUT/ball.png" || echo "(lli-generate exit code $?)"
 
 echo "== outputs in $OUT/:"
 find "$OUT" -type f | sort

@@ -4,11 +4,11 @@
 # tests load the committed weights.
 #
 #   scripts/train-demo-models.sh            every demo model
-#   scripts/train-demo-models.sh sam        one of them (sam, lama, llava)
+#   scripts/train-demo-models.sh sam        one of them (sam, lama, llava, gligen)
 #
 # Each run is reproducible: fixed seeds and step counts (the data and the learning-rate schedule
 # depend on them only) and a fixed thread count (so that the fp32 sums come out the same: one
-# thread for sam, two for lama and llava). Times on the
+# thread for sam, two for lama, llava and gligen). Times on the
 # 2-core dev machine: see each models/<name>/MODEL_CARD.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ scripts/install-deps.sh
 scripts/build.sh
 BIN=${LLI_BUILD_DIR:-build}/train/lli-train-demo
 NAMES=("$@")
-((${#NAMES[@]})) || NAMES=(sam lama llava)
+((${#NAMES[@]})) || NAMES=(sam lama llava gligen)
 for name in "${NAMES[@]}"; do
   case $name in
     sam)
@@ -36,8 +36,15 @@ for name in "${NAMES[@]}"; do
         --vision-steps 6000 --align-steps 1500 --steps "${LLI_DEMO_LLAVA_STEPS:-2400}" \
         --dense-weight 0.5 --curriculum false --seed 1 --threads 2 --eval-questions 200 --progress --json
       ;;
+    gligen)
+      # the tokenizer shipped with it is the real CLIP BPE tokenizer of the gligen-gen-tiny-a fixture;
+      # the evaluation's judge is the shipped demo-sam
+      echo "== demo-gligen (models/demo-gligen)" >&2
+      "$BIN" gligen --out models/demo-gligen --tokenizer tests/fixtures/gligen-gen-tiny-a/tokenizer \
+        --vae-steps 1000 --steps "${LLI_DEMO_GLIGEN_STEPS:-6500}" --seed 1 --threads 2 --sam models/demo-sam --layouts 100 --progress --json
+      ;;
     *)
-      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama, llava)" >&2
+      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama, llava, gligen)" >&2
       exit 2
       ;;
   esac

@@ -428,6 +428,14 @@ torch::Tensor UNet2DConditionModelImpl::position_net_forward(const torch::Tensor
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, double timestep,
                                                 const torch::Tensor& encoder_hidden_states, const torch::Tensor& objs,
                                                 const nn::Tap& tap) {
+  const auto B = sample.dim() >= 1 ? sample.size(0) : 0;
+  return forward(sample, torch::full({B}, timestep, torch::TensorOptions().dtype(torch::kFloat32).device(device())),
+                 encoder_hidden_states, objs, tap);
+}
+
+torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                                                const torch::Tensor& encoder_hidden_states, const torch::Tensor& objs,
+                                                const nn::Tap& tap) {
   nn::ForwardGuard no_grad;
   if (sample.dim() != 4 || sample.size(1) != cfg.in_channels)
     throw InputError("UNet: sample has shape " + c10::str(sample.sizes()) + ", expected [B, " +
@@ -448,8 +456,10 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, dou
   auto x = sample.to(dev, dt);
   if (cfg.center_input_sample) x = 2 * x - 1.0;
 
+  if (timesteps.dim() != 1 || timesteps.size(0) != B)
+    throw InputError("UNet: timesteps have shape " + c10::str(timesteps.sizes()) + ", expected [" + std::to_string(B) + "]");
   // Time: t.expand(B) as float32 through the sinusoidal projection, then the weights' dtype.
-  auto t = torch::full({B}, timestep, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
+  auto t = timesteps.to(dev, torch::kFloat32);
   auto t_emb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift).to(dt);
   auto emb = time_embedding(t_emb);  // [B, time_embed_dim]
   if (cfg.time_embedding_act_fn) emb = nn::apply_activation(emb, *cfg.time_embedding_act_fn);

@@ -168,6 +168,10 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   // "unet.out".
   torch::Tensor forward(const torch::Tensor& sample, double timestep, const torch::Tensor& encoder_hidden_states,
                         const torch::Tensor& objs = {}, const nn::Tap& tap = {});
+  // The same with one timestep per batch row: timesteps [B] (training draws one per sample).
+  torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timesteps,
+                        const torch::Tensor& encoder_hidden_states, const torch::Tensor& objs = {},
+                        const nn::Tap& tap = {});
 
   torch::Dtype dtype() const { return conv_in->weight.scalar_type(); }
   torch::Device device() const { return conv_in->weight.device(); }

@@ -91,13 +91,6 @@ void init_weights(m::LamaGeneratorImpl& model, std::uint64_t seed) {
   }
 }
 
-// u8 BGR [H, W, 3] -> RGB fp32 [3, H, W] in [0, 1]
-torch::Tensor to_rgb_tensor(const cv::Mat& bgr) {
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  return torch::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div(255.0);
-}
-
 torch::Tensor to_mask_tensor(const cv::Mat& mask) {
   return torch::from_blob(mask.data, {1, mask.rows, mask.cols}, torch::kUInt8).gt(0).to(torch::kFloat32);
 }
@@ -129,9 +122,9 @@ Sample make_sample(std::uint64_t seed, int S, world::Rng& rng) {
       if (cv::countNonZero(hole & others_mask(sc, k)) > 0) continue;
       Sample s;
       s.hole = to_mask_tensor(hole);
-      auto img = to_rgb_tensor(sc.image);
+      auto img = bgr_to_rgb01(sc.image);
       // the background inside the hole, the image (other objects included) outside it
-      s.target = torch::where(s.hole > 0, to_rgb_tensor(sc.background), img);
+      s.target = torch::where(s.hole > 0, bgr_to_rgb01(sc.background), img);
       s.input = torch::cat({img * (1 - s.hole), s.hole}, 0);
       return s;
     }

@@ -389,15 +389,10 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
   init_weights(*model, o.seed, o);
   if (!o.init_dir.empty()) {  // continue from an earlier run's weights (same sizes: every tensor by name)
     const auto ckpt = st::Checkpoint::open(o.init_dir);
-    const TensorMap init = load_tensors(ckpt);
-    torch::NoGradGuard ng;
-    for (auto& p : model->named_parameters(true)) {
-      const auto it = init.find(p.key());
-      if (it == init.end() || !it->second.sizes().equals(p.value().sizes()))
-        throw ModelError((o.init_dir / "model.safetensors").string() + ": no tensor " + p.key() + " of shape " +
-                         c10::str(p.value().sizes()));
-      p.value().copy_(it->second);
-    }
+    BindOptions bo;  // strict: every tensor by name and shape, converted to fp32 for training
+    bo.dtype = torch::kFloat32;
+    bo.source = ckpt.source();
+    bind_weights(*model, load_tensors(ckpt), bo);
     log_info("demo-llava: weights from {}", o.init_dir.string());
   }
   TrainReport rep;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -89,6 +91,13 @@ inline TensorMap trained_tensors(torch::nn::Module& model, bool fp16) {
     tensors[b.key()] = b.value().is_floating_point() ? b.value().detach().to(torch::kFloat32).contiguous()
                                                      : b.value().detach().clone();
   return tensors;
+}
+
+// u8 BGR [H, W, 3] -> RGB fp32 [3, H, W] in [0, 1]
+inline torch::Tensor bgr_to_rgb01(const cv::Mat& bgr) {
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return torch::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div(255.0);
 }
 
 // A JSON file (config.json, preprocessor_config.json) written atomically, indented by 2.

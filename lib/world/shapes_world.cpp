@@ -27,6 +27,8 @@ void fill_polygon(cv::Mat& m, const std::vector<cv::Point2d>& pts) {
   cv::fillPoly(m, std::vector<std::vector<cv::Point>>{p}, cv::Scalar(255), cv::LINE_8, kShift);
 }
 
+}  // namespace
+
 // The full (unoccluded) mask of a shape centred at c with footprint radius r.
 cv::Mat shape_mask(Shape s, cv::Point2d c, double r, cv::Size size) {
   cv::Mat m = cv::Mat::zeros(size, CV_8UC1);
@@ -66,6 +68,8 @@ cv::Mat shape_mask(Shape s, cv::Point2d c, double r, cv::Size size) {
   }
   return m;
 }
+
+namespace {
 
 cv::Vec3b random_muted(Rng& rng) {
   return {static_cast<uchar>(30 + rng.below(161)), static_cast<uchar>(30 + rng.below(161)),
@@ -170,7 +174,8 @@ std::string Object::name() const { return std::string(colour_name(colour)) + " "
 
 Scene make_scene(std::uint64_t seed, const SceneConfig& cfg) {
   if (cfg.min_side < 16 || cfg.max_side < cfg.min_side || cfg.min_objects < 1 || cfg.max_objects < cfg.min_objects ||
-      !(cfg.min_radius_frac > 0) || cfg.max_radius_frac < cfg.min_radius_frac || cfg.max_radius_frac > 0.5)
+      !(cfg.min_radius_frac > 0) || cfg.max_radius_frac < cfg.min_radius_frac || cfg.max_radius_frac > 0.5 ||
+      cfg.backgrounds < 1 || cfg.backgrounds > kBackgroundCount)
     throw UsageError("shapes world: invalid scene config");
   Rng rng(seed);
   Scene s;
@@ -178,7 +183,7 @@ Scene make_scene(std::uint64_t seed, const SceneConfig& cfg) {
   const int width = cfg.min_side + rng.below(cfg.max_side - cfg.min_side + 1);
   const int h_lo = std::max(cfg.min_side, (width + 1) / 2), h_hi = std::min(cfg.max_side, 2 * width);
   const cv::Size size(width, h_lo + rng.below(h_hi - h_lo + 1));
-  s.bg = static_cast<Background>(rng.below(kBackgroundCount));
+  s.bg = static_cast<Background>(rng.below(cfg.backgrounds));
   s.background = make_background(s.bg, size, rng);
   const int n = cfg.min_objects + rng.below(cfg.max_objects - cfg.min_objects + 1);
   const double short_side = std::min(size.width, size.height);

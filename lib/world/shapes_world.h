@@ -58,7 +58,13 @@ struct SceneConfig {
   int min_objects = 1, max_objects = 4;
   double min_radius_frac = 0.08, max_radius_frac = 0.22;  // of the shorter side
   bool occlusion = true;  // allow overlaps (each object keeps kMinVisible visible)
+  int backgrounds = kBackgroundCount;  // draw the first N background kinds (2: plain and gradient only)
 };
+
+// The full (unoccluded) mask of shape `s` centred at `c` (pixels) with footprint radius `r` (half
+// the side of its square footprint), drawn into a CV_8UC1 image of `size` (255 inside). Shapes are
+// axis-aligned: a triangle points up, a diamond is taller than wide.
+cv::Mat shape_mask(Shape s, cv::Point2d c, double r, cv::Size size);
 
 // The scene of `seed`. UsageError for an invalid config.
 Scene make_scene(std::uint64_t seed, const SceneConfig& cfg = {});

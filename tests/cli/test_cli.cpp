@@ -255,7 +255,8 @@ TEST_CASE("cli: malformed inputs give their exit code, one line, and no output f
       {"lli-chat -m llava-1.5-7b -i " + img + " 'what is this?'", 4, "llava-1.5-7b"},
       {"lli-chat -i " + img + " -m /nonexistent/ckpt 'what?'", 4, "/nonexistent/ckpt"},
       {"lli-chat -i fake.png 'what?'", 3, "fake.png"},
-      {"lli-generate --text 'a cat' -o out.png", 4, "model"},
+      // a named GLIGEN that is not installed (without -m, lli-generate falls back to the shipped demo-gligen)
+      {"lli-generate -m gligen-generation --text 'a cat' -o out.png", 4, "model"},
       {"lli-chat -i " + img + " --device cuda 'what?'", 4, "CUDA"},
       {"lli-chat -i " + img + " --device tpu 'what?'", 2, "tpu"},
       {"lli-chat -i " + img + " --dtype f8 'what?'", 2, "f8"},

@@ -196,3 +196,24 @@ TEST_CASE("cli generate: --layout-from-session turns lli-segment masks into layo
   Run np = run("lli-generate -m '" + gen_dir().string() + "' 'x' --layout-from-session -o y.png", t);
   CHECK(np.code == 2);  // needs --session
 }
+
+TEST_CASE("cli generate: without -m takes the shipped demo-gligen when gligen-generation is not installed") {
+  TempDir t;
+  // LLI_MODELS points the registry's gligen-generation at an empty place: not installed.
+  const std::string env = "export LLI_MODELS='" + (t / "no-models").string() + "'; ";
+  Run r = run(env + "lli-generate 'a red circle left of a blue square' --box '4,20,28,44,red circle' "
+                    "--box '36,20,60,44,blue square' --steps 10 --seed 1 -o scene.png --json",
+              t);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK_MESSAGE(r.err.find("'gligen-generation' is not installed; using the demo model 'demo-gligen'") != std::string::npos,
+                r.err);
+  const json j = json::parse(r.out);
+  CHECK(j["model"] == "demo-gligen");
+  const cv::Mat img = cv::imread((t / "scene.png").string());
+  REQUIRE(!img.empty());
+  CHECK(img.cols == 64);  // the demo model's default size (sample_size x VAE factor)
+  // A model the user names is never replaced.
+  Run m = run(env + "lli-generate -m gligen-generation 'a red circle' -o named.png", t);
+  CHECK(m.code == 4);
+  CHECK(!fs::exists(t / "named.png"));
+}

@@ -39,6 +39,9 @@ Examples:
   lli-generate -m DIR --batch prompts.jsonl --outdir imgs/ --shard 1/2   # resumable; one JSON object per line
   lli-generate -m DIR "a beach" --session s.json                   # the image becomes the session's new root step
   lli-segment --session s.json --box 10,10,200,200,"a dog" && lli-generate -m DIR "a park" --session s.json --layout-from-session
+  lli-generate -m demo-gligen "a red cross left of a blue circle" --box 6,20,30,44,"red cross" -o scene.png   # lli's shapes-world demo
+Without -m, lli-generate uses models.yaml's model, or lli's shapes-world demo-gligen when that is not installed
+(64 x 64 px; it knows only lli-train-demo's synthetic scenes: models/demo-gligen/MODEL_CARD.md).
 Layout file (the prompt schema shared by all tools):
   {"text": "a living room", "boxes": [{"box": [x0, y0, x1, y1], "phrase": "a sofa"}], "coords": "pixels"}
   pixels are of the output canvas (--width x --height); "coords": "normalized" for 0..1.

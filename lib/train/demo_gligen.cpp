@@ -1,0 +1,608 @@
+// Ref: see demo_gligen.h.
+#include "train/demo_gligen.h"
+
+#include <fmt/format.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "lli/error.h"
+#include "lli/fs.h"
+#include "lli/log.h"
+#include "lli/tensor_io.h"
+#include "models/clip_text.h"
+#include "models/config_json.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "nn/grad_mode.h"
+#include "pipelines/generate.h"
+#include "pipelines/segment_sam.h"
+#include "text/clip_tokenizer.h"
+#include "train/train_util.h"
+
+namespace lli::train {
+
+namespace m = lli::models;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::int64_t kTrainTimesteps = 1000;  // SD's scheduler config (num_train_timesteps)
+constexpr double kBetaStart = 0.00085, kBetaEnd = 0.012;
+constexpr std::int64_t kMaxObjects = 30;  // the pipeline's grounding slots (max_objs)
+
+// GroupNorm groups: the largest common divisor of the widths, at most `cap`.
+std::int64_t norm_groups(const std::vector<std::int64_t>& channels, std::int64_t cap) {
+  std::int64_t g = cap;
+  for (auto c : channels) g = std::gcd(g, c);
+  return g;
+}
+
+nlohmann::json vae_config_json(const DemoGligenOptions& o, double scaling_factor) {
+  std::vector<std::string> down(o.vae_channels.size(), "DownEncoderBlock2D"), up(o.vae_channels.size(), "UpDecoderBlock2D");
+  return {{"_class_name", "AutoencoderKL"},
+          {"_diffusers_version", "0.31.0"},
+          {"act_fn", "silu"},
+          {"block_out_channels", o.vae_channels},
+          {"down_block_types", down},
+          {"force_upcast", true},
+          {"in_channels", 3},
+          {"latent_channels", 4},
+          {"latents_mean", nullptr},
+          {"latents_std", nullptr},
+          {"layers_per_block", 1},
+          {"mid_block_add_attention", true},
+          {"norm_num_groups", norm_groups(o.vae_channels, 16)},
+          {"out_channels", 3},
+          {"sample_size", o.size},
+          {"scaling_factor", scaling_factor},
+          {"shift_factor", nullptr},
+          {"up_block_types", up},
+          {"use_post_quant_conv", true},
+          {"use_quant_conv", true}};
+}
+
+nlohmann::json unet_config_json(const DemoGligenOptions& o) {
+  const std::int64_t factor = std::int64_t{1} << (o.vae_channels.size() - 1);
+  // cross-attention (and the GLIGEN fuser) from level attention_from down; plain blocks above it
+  std::vector<std::string> down, up;
+  const int n = static_cast<int>(o.unet_channels.size());
+  for (int l = 0; l < n; ++l) down.push_back(l >= o.attention_from ? "CrossAttnDownBlock2D" : "DownBlock2D");
+  for (int l = n - 1; l >= 0; --l) up.push_back(l >= o.attention_from ? "CrossAttnUpBlock2D" : "UpBlock2D");
+  return {{"_class_name", "UNet2DConditionModel"},
+          {"_diffusers_version", "0.31.0"},
+          {"act_fn", "silu"},
+          {"attention_head_dim", 4},
+          {"attention_type", "gated"},
+          {"block_out_channels", o.unet_channels},
+          {"center_input_sample", false},
+          {"cross_attention_dim", o.text_hidden},
+          {"down_block_types", down},
+          {"downsample_padding", 1},
+          {"flip_sin_to_cos", true},
+          {"freq_shift", 0},
+          {"in_channels", 4},
+          {"layers_per_block", o.unet_layers},
+          {"mid_block_scale_factor", 1},
+          {"mid_block_type", "UNetMidBlock2DCrossAttn"},
+          {"norm_eps", 1e-5},
+          {"norm_num_groups", norm_groups(o.unet_channels, 32)},
+          {"out_channels", 4},
+          {"sample_size", o.size / factor},
+          {"up_block_types", up},
+          {"upcast_attention", false},
+          {"use_linear_projection", false}};
+}
+
+nlohmann::json text_config_json(const DemoGligenOptions& o) {
+  // SD-1.4's text encoder config (bos 0, eos 2, pad 1: the pooled output at argmax(input_ids))
+  return {{"architectures", {"CLIPTextModel"}},
+          {"attention_dropout", 0.0},
+          {"bos_token_id", 0},
+          {"eos_token_id", 2},
+          {"hidden_act", "quick_gelu"},
+          {"hidden_size", o.text_hidden},
+          {"initializer_factor", 1.0},
+          {"initializer_range", 0.02},
+          {"intermediate_size", 4 * o.text_hidden},
+          {"layer_norm_eps", 1e-5},
+          {"max_position_embeddings", 77},
+          {"model_type", "clip_text_model"},
+          {"num_attention_heads", o.text_heads},
+          {"num_hidden_layers", o.text_layers},
+          {"pad_token_id", 1},
+          {"projection_dim", o.text_hidden},
+          {"torch_dtype", o.fp16 ? "float16" : "float32"},
+          {"vocab_size", 49408}};
+}
+
+const nlohmann::json kSchedulerConfig = {{"_class_name", "PNDMScheduler"},
+                                         {"_diffusers_version", "0.31.0"},
+                                         {"beta_end", kBetaEnd},
+                                         {"beta_schedule", "scaled_linear"},
+                                         {"beta_start", kBetaStart},
+                                         {"clip_sample", false},
+                                         {"num_train_timesteps", kTrainTimesteps},
+                                         {"prediction_type", "epsilon"},
+                                         {"set_alpha_to_one", false},
+                                         {"skip_prk_steps", true},
+                                         {"steps_offset", 1},
+                                         {"timestep_spacing", "leading"},
+                                         {"trained_betas", nullptr}};
+
+const nlohmann::json kModelIndex = {{"_class_name", "StableDiffusionGLIGENPipeline"},
+                                    {"_diffusers_version", "0.31.0"},
+                                    {"feature_extractor", {nullptr, nullptr}},
+                                    {"requires_safety_checker", false},
+                                    {"safety_checker", {nullptr, nullptr}},
+                                    {"scheduler", {"diffusers", "PNDMScheduler"}},
+                                    {"text_encoder", {"transformers", "CLIPTextModel"}},
+                                    {"tokenizer", {"transformers", "CLIPTokenizer"}},
+                                    {"unet", {"diffusers", "UNet2DConditionModel"}},
+                                    {"vae", {"diffusers", "AutoencoderKL"}}};
+
+// PyTorch's defaults for convolutions and linears (diffusers keeps them), biases 0, norms 1 / 0,
+// CLIP's N(0, 0.02) token and N(0, 0.01) position embeddings; the position net's null features 0
+// as diffusers initialises them; GLIGEN's gates (alpha_attn, alpha_dense) 1, not diffusers' 0: the
+// gates start closed to keep a pretrained SD intact, and here nothing is pretrained (a first run
+// with closed gates barely used the boxes after 6,500 steps); the UNet's conv_out 0 (the first
+// prediction is 0, common practice for diffusion UNets).
+void init_weights(torch::nn::Module& model, const std::string& what) {
+  torch::NoGradGuard ng;
+  init_layers_pytorch_default(model);
+  for (auto& p : model.named_parameters(true)) {
+    const std::string& n = p.key();
+    auto& t = p.value();
+    if (ends_with(n, "token_embedding.weight")) t.normal_(0.0, 0.02);
+    else if (ends_with(n, "position_embedding.weight")) t.normal_(0.0, 0.01);
+    else if (ends_with(n, "alpha_attn") || ends_with(n, "alpha_dense")) t.fill_(1.0);
+    else if (ends_with(n, "null_positive_feature") || ends_with(n, "null_position_feature")) t.zero_();
+    else if (t.dim() >= 2) continue;  // linear / conv weights: PyTorch's default above
+    else if (ends_with(n, "bias")) t.zero_();
+    else if (ends_with(n, "weight")) t.fill_(1.0);  // GroupNorm / LayerNorm
+    else throw RuntimeError(what + ": no initialisation rule for the parameter " + n);
+  }
+}
+
+// u8 BGR scenes -> RGB [B, 3, S, S] in [-1, 1]
+torch::Tensor to_model_input(const std::vector<world::Scene>& scenes) {
+  std::vector<torch::Tensor> xs;
+  for (const auto& sc : scenes) xs.push_back(bgr_to_rgb01(sc.image));
+  return torch::stack(xs) * 2.0 - 1.0;
+}
+
+struct Batch {
+  std::vector<world::Scene> scenes;
+  std::vector<std::string> captions;
+};
+
+Batch make_batch(std::int64_t step, int n, const world::SceneConfig& wc) {
+  Batch b;
+  for (int i = 0; i < n; ++i) {
+    const auto seed = kTrainSeedBase + static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(n) + static_cast<std::uint64_t>(i);
+    b.scenes.push_back(world::make_scene(seed, wc));
+    b.captions.push_back(world::caption(b.scenes.back()));
+  }
+  return b;
+}
+
+// Rows of equal length (token ids or attention masks) -> [rows, T] int64.
+template <class T>
+torch::Tensor rows_tensor(const std::vector<std::vector<T>>& rows) {
+  const auto n = static_cast<std::int64_t>(rows.front().size());
+  auto t = torch::empty({static_cast<std::int64_t>(rows.size()), n}, torch::kInt64);
+  auto a = t.accessor<std::int64_t, 2>();
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (std::int64_t j = 0; j < n; ++j) a[static_cast<std::int64_t>(i)][j] = rows[i][static_cast<std::size_t>(j)];
+  return t;
+}
+
+// An exponential moving average of a model's parameters (diffusers' EMAModel: decay
+// min(decay, (1 + step) / (10 + step))).
+class Ema {
+ public:
+  Ema(torch::nn::Module& model, double decay) : decay_(decay) {
+    torch::NoGradGuard ng;
+    for (auto& p : model.named_parameters(true)) {
+      params_.push_back(p.value());
+      shadow_.push_back(p.value().detach().clone());
+    }
+  }
+  void update(std::int64_t step) {
+    torch::NoGradGuard ng;
+    const double d = std::min(decay_, (1.0 + static_cast<double>(step)) / (10.0 + static_cast<double>(step)));
+    for (std::size_t i = 0; i < params_.size(); ++i) shadow_[i].mul_(d).add_(params_[i].detach(), 1.0 - d);
+  }
+  void copy_to_model() {
+    torch::NoGradGuard ng;
+    for (std::size_t i = 0; i < params_.size(); ++i) params_[i].copy_(shadow_[i]);
+  }
+
+ private:
+  double decay_;
+  std::vector<torch::Tensor> params_, shadow_;
+};
+
+// A diffusers / transformers model file: the trained tensors (F16 or F32) with the metadata.
+void save_model(const fs::path& file, torch::nn::Module& model, const DemoGligenOptions& o, std::int64_t steps) {
+  save_tensors(file, trained_tensors(model, o.fp16),
+               {{"format", "pt"}, {"lli_demo", "demo-gligen"}, {"steps", std::to_string(steps)}, {"seed", std::to_string(o.seed)}});
+}
+
+void copy_tokenizer(const fs::path& from, const fs::path& to) {
+  fs::create_directories(to);
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path src = from / f;
+    if (!fs::exists(src)) {
+      if (std::string(f) == "vocab.json" || std::string(f) == "merges.txt")
+        throw UsageError("demo-gligen: " + src.string() + ": missing (the CLIP tokenizer to ship)");
+      continue;
+    }
+    write_file_atomic((to / f).string(), read_file(src.string()));
+  }
+}
+
+// Stage 1: the VAE as an autoencoder. Returns the scaling factor (1 / std of the latents).
+double train_vae(m::AutoencoderKLImpl& vae, const DemoGligenOptions& o, const world::SceneConfig& wc,
+                 std::string& log_text, const fs::path& log_path, TrainReport& rep) {
+  std::int64_t n_param = 0;
+  auto opt = make_trainable_adamw(
+      vae, [](const std::string&, const torch::Tensor& t) { return t.dim() >= 2; }, o.vae_lr, o.weight_decay, n_param);
+  rep.parameters += n_param;
+  log_info("demo-gligen: stage 1, the VAE ({} parameters, factor {}), {} steps of {} images", n_param,
+           vae.cfg.scale_factor(), o.vae_steps, o.images_per_step);
+  Progress bar("demo-gligen VAE", static_cast<long>(o.vae_steps));
+  const double t0 = now_ms();
+  double acc_loss = 0, acc_psnr = 0;
+  int acc_n = 0;
+  for (std::int64_t step = 0; step < o.vae_steps; ++step) {
+    check_interrupted();
+    const double lr = warmup_cosine_lr(o.vae_lr, step, o.vae_steps, o.warmup);
+    set_lr(*opt, lr);
+    const Batch b = make_batch(step, o.images_per_step, wc);
+    const auto x = to_model_input(b.scenes);  // [B, 3, S, S]
+    const auto post = vae.encode(x);
+    const auto z = post.mean + post.std * torch::randn_like(post.std);
+    const auto rec = vae.decode(z);  // [B, 3, S, S]
+    const auto mse = (rec - x).pow(2).mean();
+    const auto kl = 0.5 * (post.mean.pow(2) + post.logvar.exp() - 1.0 - post.logvar).sum({1, 2, 3}).mean();
+    const auto loss = (rec - x).abs().mean() + mse + o.kl_weight * kl;
+    opt->zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(vae.parameters(), 1.0);
+    opt->step();
+    acc_loss += loss.item<double>();
+    acc_psnr += 10.0 * std::log10(4.0 / std::max(1e-10, mse.item<double>()));  // range 2: [-1, 1]
+    ++acc_n;
+    bar.update(static_cast<long>(step + 1));
+    if ((step + 1) % o.log_every == 0 || step + 1 == o.vae_steps) {
+      log_text += fmt::format("vae\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.2f}\n", step + 1, (now_ms() - t0) / 1e3, lr,
+                              acc_loss / acc_n, acc_psnr / acc_n);
+      log_info("demo-gligen: VAE step {} loss {:.5f} reconstruction PSNR {:.2f} dB ({:.0f} s)", step + 1,
+               acc_loss / acc_n, acc_psnr / acc_n, (now_ms() - t0) / 1e3);
+      write_file_atomic(log_path.string(), log_text);
+      acc_loss = acc_psnr = 0;
+      acc_n = 0;
+    }
+  }
+  bar.finish();
+  // scaling_factor: 1 / std of the posterior means over 4 batches of scenes not trained on
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> means;
+  for (int k = 0; k < 4; ++k)
+    means.push_back(vae.encode(to_model_input(make_batch(o.vae_steps + 1000 + k, o.images_per_step, wc).scenes)).mean);
+  const double sd = torch::cat(means).std().item<double>();
+  log_info("demo-gligen: latents' std {:.4f} -> scaling_factor {:.5f}", sd, 1.0 / sd);
+  return 1.0 / sd;
+}
+
+}  // namespace
+
+world::SceneConfig gligen_scene_config(int size) {
+  world::SceneConfig wc;
+  wc.min_side = wc.max_side = size;
+  wc.min_objects = 1;
+  wc.max_objects = 3;
+  wc.min_radius_frac = 0.12;
+  wc.max_radius_frac = 0.22;
+  wc.occlusion = false;
+  wc.backgrounds = 2;  // plain and gradient: a model this small spends itself on noise and stripes
+  return wc;
+}
+
+TrainReport train_demo_gligen(const DemoGligenOptions& o) {
+  if (o.out_dir.empty()) throw UsageError("demo-gligen: no output directory");
+  if (o.tokenizer_dir.empty()) throw UsageError("demo-gligen: no tokenizer directory (--tokenizer)");
+  if (o.steps < 1 || o.vae_steps < 0 || o.images_per_step < 1) throw UsageError("demo-gligen: steps and images must be >= 1");
+  if (o.vae_channels.size() < 2 || o.unet_channels.empty()) throw UsageError("demo-gligen: >= 2 VAE levels and >= 1 UNet level");
+  const std::int64_t factor = std::int64_t{1} << (o.vae_channels.size() - 1);
+  const std::int64_t unet_factor = std::int64_t{1} << (o.unet_channels.size() - 1);
+  if (o.size % (factor * unet_factor) != 0)
+    throw UsageError(fmt::format("demo-gligen: size {} is not a multiple of {} (VAE x UNet downsampling)", o.size, factor * unet_factor));
+  fs::create_directories(o.out_dir);
+  const world::SceneConfig wc = gligen_scene_config(o.size);
+  const text::CLIPTokenizer tok = text::CLIPTokenizer::load(o.tokenizer_dir);
+
+  nn::TrainingScope training;
+  torch::manual_seed(o.seed);
+  TrainReport rep;
+  const fs::path log_path = o.out_dir / "train-log.tsv";
+  std::string log_text = "stage\tstep\tseconds\tlr\tloss\tvae_psnr\n";
+
+  // Stage 1: the VAE.
+  m::AutoencoderKL vae(m::parse_vae_config(vae_config_json(o, 1.0), "demo-gligen vae config"));
+  init_weights(*vae, "demo-gligen VAE");
+  {
+    // the posterior starts narrow (log-variance -6, std 0.05) so that the decoder sees the encoder's
+    // means from the first step rather than noise of std 1
+    torch::NoGradGuard ng;
+    const auto L = vae->cfg.latent_channels;
+    vae->quant_conv->bias.narrow(0, L, L).fill_(-6.0);
+  }
+  const double scaling = o.vae_steps > 0 ? train_vae(*vae, o, wc, log_text, log_path, rep) : 1.0;
+  for (auto& p : vae->parameters()) p.set_requires_grad(false);
+
+  // Stage 2: the UNet (with the GLIGEN fuser and position net) and the text encoder.
+  m::UNetConfig ucfg = m::parse_unet_config(unet_config_json(o), "demo-gligen unet config");
+  ucfg.gligen = true;
+  m::UNet2DConditionModel unet(ucfg);
+  init_weights(*unet, "demo-gligen UNet");
+  unet->conv_out->weight.detach().zero_();
+  unet->conv_out->bias.detach().zero_();
+  const nlohmann::json tj = text_config_json(o);
+  m::CLIPTextModel text_enc(m::parse_clip_text_config(m::ConfigReader(tj, "demo-gligen text_encoder config")));
+  init_weights(*text_enc, "demo-gligen text encoder");
+
+  std::vector<torch::Tensor> decay, no_decay;
+  std::int64_t n_unet = 0, n_text = 0;
+  for (auto* mod : {static_cast<torch::nn::Module*>(unet.get()), static_cast<torch::nn::Module*>(text_enc.get())})
+    for (auto& p : mod->named_parameters(true)) {
+      p.value().set_requires_grad(true);
+      const bool is_text = mod == text_enc.get();
+      (is_text ? n_text : n_unet) += p.value().numel();
+      (p.value().dim() >= 2 && !ends_with(p.key(), "embedding.weight") ? decay : no_decay).push_back(p.value());
+    }
+  rep.parameters += n_unet + n_text;
+  auto opt = make_adamw(decay, no_decay, o.lr, o.weight_decay);
+  Ema ema_unet(*unet, o.ema), ema_text(*text_enc, o.ema);
+  log_info("demo-gligen: stage 2, the UNet ({} parameters) and the text encoder ({}), {} steps of {} images", n_unet,
+           n_text, o.steps, o.images_per_step);
+
+  // SD's scaled-linear schedule: betas = linspace(sqrt(start), sqrt(end), T)^2
+  const auto betas = torch::linspace(std::sqrt(kBetaStart), std::sqrt(kBetaEnd), kTrainTimesteps, torch::kFloat64).pow(2);
+  const auto alphas_cumprod = torch::cumprod(1.0 - betas, 0).to(torch::kFloat32);  // [T]
+
+  world::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 31);
+  Progress bar("demo-gligen UNet", static_cast<long>(o.steps));
+  const double t0 = now_ms();
+  double acc_loss = 0;
+  int acc_n = 0;
+  std::int64_t step = 0;
+  const int B = o.images_per_step;
+  const auto D = static_cast<std::int64_t>(o.text_hidden);
+  for (; step < o.steps; ++step) {
+    check_interrupted();
+    const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
+    set_lr(*opt, lr);
+    Batch b = make_batch(o.vae_steps + 10000 + step, B, wc);
+    // drops: caption (and then half of the time the grounding), grounding alone, the fuser
+    std::vector<bool> grounded(static_cast<std::size_t>(B), true);
+    for (int i = 0; i < B; ++i) {
+      if (rng.uniform() < o.caption_drop) {
+        b.captions[static_cast<std::size_t>(i)].clear();
+        if (rng.uniform() < 0.5) grounded[static_cast<std::size_t>(i)] = false;
+      }
+      if (rng.uniform() < o.grounding_drop) grounded[static_cast<std::size_t>(i)] = false;
+    }
+    const bool fuser = rng.uniform() >= o.fuser_off;
+
+    torch::Tensor z0;
+    {
+      torch::NoGradGuard ng;
+      const auto post = vae->encode(to_model_input(b.scenes));
+      z0 = (post.mean + post.std * torch::randn_like(post.std)) * scaling;  // [B, 4, h, w]
+    }
+    const auto t = torch::randint(0, kTrainTimesteps, {B}, torch::kInt64);
+    const auto abar = alphas_cumprod.index_select(0, t).view({B, 1, 1, 1});
+    const auto eps = torch::randn_like(z0);
+    const auto xt = abar.sqrt() * z0 + (1.0 - abar).sqrt() * eps;
+
+    const auto cap = tok.encode_batch(b.captions, text::CLIPTokenizer::Padding::max_length, 77, true);
+    const auto ctx = text_enc->forward(rows_tensor(cap.ids)).last_hidden_state;  // [B, 77, D]
+
+    torch::Tensor objs;
+    if (fuser) {
+      std::vector<std::string> phrases;
+      for (const auto& sc : b.scenes)
+        for (const auto& ob : sc.objects) phrases.push_back(ob.name());
+      const auto pb = tok.encode_batch(phrases, text::CLIPTokenizer::Padding::longest, 77, true);
+      const auto pooled = text_enc->forward(rows_tensor(pb.ids), rows_tensor(pb.attention_mask)).pooler_output;  // [n, D]
+      auto boxes = torch::zeros({B, kMaxObjects, 4});
+      auto masks = torch::zeros({B, kMaxObjects});
+      std::vector<torch::Tensor> pos;
+      std::int64_t off = 0;
+      for (int i = 0; i < B; ++i) {
+        const auto& sc = b.scenes[static_cast<std::size_t>(i)];
+        const auto n = static_cast<std::int64_t>(sc.objects.size());
+        const double S = o.size;
+        for (std::int64_t k = 0; k < n; ++k) {
+          const cv::Rect& r = sc.objects[static_cast<std::size_t>(k)].box;
+          boxes[i][k][0] = r.x / S;
+          boxes[i][k][1] = r.y / S;
+          boxes[i][k][2] = (r.x + r.width) / S;
+          boxes[i][k][3] = (r.y + r.height) / S;
+          masks[i][k] = grounded[static_cast<std::size_t>(i)] ? 1.0 : 0.0;
+        }
+        pos.push_back(torch::cat({pooled.narrow(0, off, n), torch::zeros({kMaxObjects - n, D})}));
+        off += n;
+      }
+      objs = unet->position_net_forward(boxes, masks, torch::stack(pos));  // [B, 30, D]
+    }
+    const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs);  // [B, 4, h, w]
+    const auto loss = torch::mse_loss(pred, eps);
+    opt->zero_grad();
+    loss.backward();
+    std::vector<torch::Tensor> all = unet->parameters();
+    for (auto& p : text_enc->parameters()) all.push_back(p);
+    torch::nn::utils::clip_grad_norm_(all, 1.0);
+    opt->step();
+    ema_unet.update(step);
+    ema_text.update(step);
+
+    acc_loss += loss.item<double>();
+    ++acc_n;
+    bar.update(static_cast<long>(step + 1));
+    const bool last = step + 1 == o.steps || (o.max_minutes > 0 && now_ms() - t0 > o.max_minutes * 60e3);
+    if ((step + 1) % o.log_every == 0 || last) {
+      rep.final_loss = acc_loss / acc_n;
+      log_text += fmt::format("unet\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t\n", step + 1, (now_ms() - t0) / 1e3, lr, rep.final_loss);
+      log_info("demo-gligen: UNet step {} loss {:.5f} ({:.0f} s)", step + 1, rep.final_loss, (now_ms() - t0) / 1e3);
+      write_file_atomic(log_path.string(), log_text);
+      acc_loss = 0;
+      acc_n = 0;
+    }
+    if (last) {
+      ++step;
+      break;
+    }
+  }
+  bar.finish();
+  rep.steps = step;
+  rep.seconds = (now_ms() - t0) / 1e3;
+
+  ema_unet.copy_to_model();
+  ema_text.copy_to_model();
+  for (const char* d : {"unet", "vae", "text_encoder", "scheduler"}) fs::create_directories(o.out_dir / d);
+  save_model(o.out_dir / "unet" / "diffusion_pytorch_model.safetensors", *unet, o, rep.steps);
+  write_json_atomic(o.out_dir / "unet" / "config.json", unet_config_json(o));
+  save_model(o.out_dir / "vae" / "diffusion_pytorch_model.safetensors", *vae, o, o.vae_steps);
+  write_json_atomic(o.out_dir / "vae" / "config.json", vae_config_json(o, scaling));
+  save_model(o.out_dir / "text_encoder" / "model.safetensors", *text_enc, o, rep.steps);
+  write_json_atomic(o.out_dir / "text_encoder" / "config.json", tj);
+  write_json_atomic(o.out_dir / "scheduler" / "scheduler_config.json", kSchedulerConfig);
+  copy_tokenizer(o.tokenizer_dir, o.out_dir / "tokenizer");
+  write_json_atomic(o.out_dir / "model_index.json", kModelIndex);
+  log_info("demo-gligen: {} UNet steps in {:.0f} s, written to {}", rep.steps, rep.seconds, o.out_dir.string());
+  return rep;
+}
+
+world::Shape classify_shape(const cv::Mat& mask) {
+  const cv::Rect r = cv::boundingRect(mask);
+  world::Shape best = world::Shape::circle;
+  double best_iou = -1;
+  if (r.empty()) return best;
+  const cv::Point2d c(r.x + r.width / 2.0 - 0.5, r.y + r.height / 2.0 - 0.5);
+  for (int k = 0; k < world::kShapeCount; ++k) {
+    const auto s = static_cast<world::Shape>(k);
+    // the footprint radius that makes the outline's box match the mask's box (triangle: 2r wide,
+    // 1.8r tall; diamond: 1.3r wide, 2r tall; star: ~1.9r wide, ~1.81r tall; the others 2r)
+    double rw = r.width / 2.0, rh = r.height / 2.0;
+    if (s == world::Shape::triangle) rh = r.height / 1.8;
+    if (s == world::Shape::diamond) rw = r.width / 1.3;
+    if (s == world::Shape::star) {
+      rw = r.width / 1.902;
+      rh = r.height / 1.809;
+    }
+    const double rad = 0.5 * (rw + rh);
+    cv::Point2d cc = c;
+    if (s == world::Shape::triangle) cc.y = r.y + rad - 0.5;  // apex at the top
+    if (s == world::Shape::star) cc.y = r.y + rad - 0.5;
+    const cv::Mat tmpl = world::shape_mask(s, cc, rad, mask.size());
+    const double inter = cv::countNonZero(tmpl & mask), uni = cv::countNonZero(tmpl | mask);
+    const double iou = uni > 0 ? inter / uni : 0;
+    if (iou > best_iou) {
+      best_iou = iou;
+      best = s;
+    }
+  }
+  return best;
+}
+
+world::Colour classify_colour(const cv::Mat& image, const cv::Mat& mask) {
+  std::vector<int> ch[3];
+  for (int y = 0; y < image.rows; ++y)
+    for (int x = 0; x < image.cols; ++x)
+      if (mask.at<std::uint8_t>(y, x))
+        for (int c = 0; c < 3; ++c) ch[c].push_back(image.at<cv::Vec3b>(y, x)[c]);
+  if (ch[0].empty()) return world::Colour::red;
+  double med[3];
+  for (int c = 0; c < 3; ++c) {
+    auto& v = ch[c];
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    med[c] = v[v.size() / 2];
+  }
+  world::Colour best = world::Colour::red;
+  double best_d = 1e18;
+  for (int k = 0; k < world::kColourCount; ++k) {
+    const cv::Vec3b p = world::colour_bgr(static_cast<world::Colour>(k));
+    double d = 0;
+    for (int c = 0; c < 3; ++c) d += (med[c] - p[c]) * (med[c] - p[c]);
+    if (d < best_d) {
+      best_d = d;
+      best = static_cast<world::Colour>(k);
+    }
+  }
+  return best;
+}
+
+GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
+  const double t0 = now_ms();
+  pipelines::GenerateOptions go;
+  go.dtype = o.dtype;
+  pipelines::GLIGENGenerator gen(o.model_dir, go);
+  pipelines::SamOptions so;
+  so.dtype = DTypeChoice::f32;
+  pipelines::SamSegmenter sam(o.sam_dir, so);
+  const int size = static_cast<int>(gen.default_width());
+  const world::SceneConfig wc = gligen_scene_config(size);
+  if (!o.images_dir.empty()) fs::create_directories(o.images_dir);
+  GligenEvalResult r;
+  for (int i = 0; i < o.layouts; ++i) {
+    const world::Scene sc = world::make_scene(o.seed0 + static_cast<std::uint64_t>(i), wc);
+    pipelines::GenerateRequest req;
+    req.prompt = world::caption(sc);
+    for (const auto& ob : sc.objects)
+      req.boxes.push_back({ob.box.x / double(size), ob.box.y / double(size), (ob.box.x + ob.box.width) / double(size),
+                           (ob.box.y + ob.box.height) / double(size), ob.name()});
+    req.steps = o.steps;
+    req.guidance = o.guidance;
+    req.beta = o.beta;
+    req.seed = static_cast<std::uint64_t>(i);
+    const cv::Mat img = gen.generate(req).images.at(0);
+    if (!o.images_dir.empty()) cv::imwrite((o.images_dir / fmt::format("layout-{}.png", i)).string(), img);
+    const auto emb = sam.compute_embedding(img);
+    bool all = true;
+    for (const auto& ob : sc.objects) {
+      pipelines::SamPrompt p;
+      p.boxes.push_back({double(ob.box.x), double(ob.box.y), double(ob.box.x + ob.box.width), double(ob.box.y + ob.box.height)});
+      const auto masks = sam.segment(emb, p);
+      bool found = false, colour = false, kind = false;
+      if (!masks.empty() && masks[0].area > 0) {
+        const cv::Rect mb = masks[0].bbox;
+        const double inter = (mb & ob.box).area(), uni = mb.area() + ob.box.area() - inter;
+        found = uni > 0 && inter / uni >= 0.5;
+        colour = classify_colour(img, masks[0].mask) == ob.colour;
+        kind = classify_shape(masks[0].mask) == ob.shape;
+      }
+      ++r.boxes;
+      r.boxes_found += found;
+      r.colour_ok += colour;
+      r.kind_ok += kind;
+      const bool ok = found && colour && kind;
+      r.boxes_ok += ok;
+      all = all && ok;
+    }
+    ++r.layouts;
+    r.layouts_ok += all;
+  }
+  r.seconds = (now_ms() - t0) / 1e3;
+  return r;
+}
+
+}  // namespace lli::train
