@@ -20,7 +20,7 @@ cat > "$OUT/shapes/layout.json" <<'EOF'
 {"text": "a red cross left of a blue circle",
  "boxes": [{"box": [6, 20, 30, 44], "phrase": "red cross"}, {"box": [36, 20, 60, 44], "phrase": "blue circle"}]}
 EOF
-GEN=(-m demo-gligen --layout "$OUT/shapes/layout.json" --seed DEMO_SEED --steps 25)
+GEN=(-m demo-gligen --layout "$OUT/shapes/layout.json" --seed 16 --steps 25)
 "$BIN/lli-generate" "${GEN[@]}" -o "$OUT/shapes/scene.png" --json
 "$BIN/lli-segment" -m demo-sam -i "$OUT/shapes/scene.png" --stroke "10,32 26,32" \
   -o "$OUT/shapes/cross.mask.png" --overlay "$OUT/shapes/cross.overlay.png" --json

@@ -53,7 +53,7 @@ struct DemoGligenOptions {
   double kl_weight = 1e-6;
   // dropped at random: the caption of an image (then also its grounding with probability 1/2), the
   // grounding of an image, the fuser for a whole step
-  double caption_drop = 0.5, grounding_drop = 0.1, fuser_off = 0.15;
+  double caption_drop = 0.1, grounding_drop = 0.1, fuser_off = 0.15;
   double ema = 0.999;
   std::vector<std::int64_t> vae_channels = {16, 32, 64};  // VAE block_out_channels (factor 2^(n-1))
   std::vector<std::int64_t> unet_channels = {32, 64};     // UNet block_out_channels
