@@ -12,8 +12,9 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 export LLI_CONFIG=$PWD/configs/models.yaml
 
 echo "== 0. lli's demo models, trained by lli itself on its synthetic shapes world (models/): a scene"
-echo "      generated from a caption and a layout (demo-gligen), the red cross segmented from a stroke"
-echo "      drawn across it (demo-sam), removed (demo-lama; Telea beside it); then the same as one piped"
+echo "      generated from a caption and a layout (demo-gligen), the object drawn in the left box (asked"
+echo "      for as a red cross; demo-gligen draws a rough red shape there) segmented from a stroke drawn"
+echo "      across it (demo-sam), removed (demo-lama; Telea beside it); then the same as one piped"
 echo "      session that asks demo-llava what is in the picture before and after"
 mkdir -p "$OUT/shapes"
 cat > "$OUT/shapes/layout.json" <<'EOF'

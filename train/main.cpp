@@ -76,6 +76,9 @@ int main(int argc, char** argv) {
   lama->add_option("--images", lo.images_per_step, "Images per step")->capture_default_str();
   lama->add_option("--lr", lo.lr, "Peak learning rate (AdamW)")->capture_default_str();
   lama->add_option("--known-weight", lo.known_weight, "Weight of the L1 outside the hole")->capture_default_str();
+  lama->add_option("--noise-share", lo.noise_share, "Share of the training scenes given the noise background (the rest drawn as the world does)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   lama->add_option("--ngf", lo.ngf, "Generator width (config.yaml generator.ngf)")->capture_default_str();
   lama->add_option("--blocks", lo.n_blocks, "FFC residual blocks (generator.n_blocks)")->capture_default_str();
   lama->add_option("--down", lo.n_downsampling, "Downsamplings (generator.n_downsampling)")->capture_default_str();

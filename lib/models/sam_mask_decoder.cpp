@@ -212,6 +212,22 @@ SamMaskDecoderImpl::SamMaskDecoderImpl(const SamMaskDecoderConfig& c) : cfg(c) {
 SamMaskDecoderOutput SamMaskDecoderImpl::forward(const torch::Tensor& image_embeddings, const torch::Tensor& image_pe,
                                                  const torch::Tensor& sparse, const torch::Tensor& dense,
                                                  bool multimask, const nn::Tap& tap) {
+  SamMaskDecoderOutput all = forward_all(image_embeddings, image_pe, sparse, dense, tap);
+  const auto M = cfg.num_mask_tokens();
+  SamMaskDecoderOutput out;
+  if (multimask) {
+    out.masks = all.masks.narrow(2, 1, M - 1);
+    out.iou_scores = all.iou_scores.narrow(2, 1, M - 1);
+  } else {
+    out.masks = all.masks.narrow(2, 0, 1);
+    out.iou_scores = all.iou_scores.narrow(2, 0, 1);
+  }
+  return out;
+}
+
+SamMaskDecoderOutput SamMaskDecoderImpl::forward_all(const torch::Tensor& image_embeddings, const torch::Tensor& image_pe,
+                                                     const torch::Tensor& sparse, const torch::Tensor& dense,
+                                                     const nn::Tap& tap) {
   nn::ForwardGuard no_grad;
   const auto& w = iou_token->weight;
   const auto opts = w.options();
@@ -267,17 +283,9 @@ SamMaskDecoderOutput SamMaskDecoderImpl::forward(const torch::Tensor& image_embe
   hyper.reserve(static_cast<std::size_t>(M));
   for (std::int64_t i = 0; i < M; ++i) hyper.push_back(hypernetwork_list[static_cast<std::size_t>(i)](mask_tokens_out.select(1, i)));
   auto hyper_in = torch::stack(hyper, 1);  // [N, M, C/8]
-  auto masks = torch::matmul(hyper_in, up.view({N, Cu, H4 * W4})).view({B, pb, M, H4, W4});
-  auto iou = iou_prediction_head(iou_token_out).view({B, pb, M});
-
   SamMaskDecoderOutput out;
-  if (multimask) {
-    out.masks = masks.narrow(2, 1, M - 1);
-    out.iou_scores = iou.narrow(2, 1, M - 1);
-  } else {
-    out.masks = masks.narrow(2, 0, 1);
-    out.iou_scores = iou.narrow(2, 0, 1);
-  }
+  out.masks = torch::matmul(hyper_in, up.view({N, Cu, H4 * W4})).view({B, pb, M, H4, W4});
+  out.iou_scores = iou_prediction_head(iou_token_out).view({B, pb, M});
   return out;
 }
 

@@ -107,6 +107,10 @@ struct SamMaskDecoderImpl : torch::nn::Module {
   SamMaskDecoderOutput forward(const torch::Tensor& image_embeddings, const torch::Tensor& image_pe,
                                const torch::Tensor& sparse, const torch::Tensor& dense, bool multimask,
                                const nn::Tap& tap = {});
+  // Every mask token's output (m = num_mask_tokens: token 0 = the single mask, then the multimask
+  // ones): what forward() selects from, for callers that need both (training).
+  SamMaskDecoderOutput forward_all(const torch::Tensor& image_embeddings, const torch::Tensor& image_pe,
+                                   const torch::Tensor& sparse, const torch::Tensor& dense, const nn::Tap& tap = {});
 
   SamMaskDecoderConfig cfg;
   nn::Embedding iou_token{nullptr};    // [1, C]

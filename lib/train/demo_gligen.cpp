@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -23,12 +24,14 @@
 #include "nn/grad_mode.h"
 #include "pipelines/generate.h"
 #include "pipelines/segment_sam.h"
+#include "schedulers/schedule_util.h"
 #include "text/clip_tokenizer.h"
 #include "train/train_util.h"
 
 namespace lli::train {
 
 namespace m = lli::models;
+namespace sd = lli::schedulers::detail;
 namespace fs = std::filesystem;
 
 namespace {
@@ -177,6 +180,12 @@ torch::Tensor to_model_input(const std::vector<world::Scene>& scenes) {
   return torch::stack(xs) * 2.0 - 1.0;
 }
 
+// A box in pixels of a size x size scene as GLIGEN's [x0, y0, x1, y1] in [0, 1].
+std::array<double, 4> unit_box(const cv::Rect& r, int size) {
+  const double S = size;
+  return {r.x / S, r.y / S, (r.x + r.width) / S, (r.y + r.height) / S};
+}
+
 struct Batch {
   std::vector<world::Scene> scenes;
   std::vector<std::string> captions;
@@ -257,12 +266,11 @@ double train_vae(m::AutoencoderKLImpl& vae, const DemoGligenOptions& o, const wo
   rep.parameters += n_param;
   log_info("demo-gligen: stage 1, the VAE ({} parameters, factor {}), {} steps of {} images", n_param,
            vae.cfg.scale_factor(), o.vae_steps, o.images_per_step);
-  Progress bar("demo-gligen VAE", static_cast<long>(o.vae_steps));
-  const double t0 = now_ms();
+  StepLoop loop("demo-gligen VAE", o.vae_steps, o.log_every);
   double acc_loss = 0, acc_psnr = 0;
   int acc_n = 0;
-  for (std::int64_t step = 0; step < o.vae_steps; ++step) {
-    check_interrupted();
+  while (loop.next()) {
+    const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.vae_lr, step, o.vae_steps, o.warmup);
     set_lr(*opt, lr);
     const Batch b = make_batch(step, o.images_per_step, wc);
@@ -280,18 +288,16 @@ double train_vae(m::AutoencoderKLImpl& vae, const DemoGligenOptions& o, const wo
     acc_loss += loss.item<double>();
     acc_psnr += 10.0 * std::log10(4.0 / std::max(1e-10, mse.item<double>()));  // range 2: [-1, 1]
     ++acc_n;
-    bar.update(static_cast<long>(step + 1));
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.vae_steps) {
-      log_text += fmt::format("vae\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.2f}\n", step + 1, (now_ms() - t0) / 1e3, lr,
+    if (loop.end_step()) {
+      log_text += fmt::format("vae\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.2f}\n", step + 1, loop.seconds(), lr,
                               acc_loss / acc_n, acc_psnr / acc_n);
       log_info("demo-gligen: VAE step {} loss {:.5f} reconstruction PSNR {:.2f} dB ({:.0f} s)", step + 1,
-               acc_loss / acc_n, acc_psnr / acc_n, (now_ms() - t0) / 1e3);
+               acc_loss / acc_n, acc_psnr / acc_n, loop.seconds());
       write_file_atomic(log_path.string(), log_text);
       acc_loss = acc_psnr = 0;
       acc_n = 0;
     }
   }
-  bar.finish();
   // scaling_factor: 1 / std of the posterior means over 4 batches of scenes not trained on
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> means;
@@ -352,35 +358,35 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   m::CLIPTextModel text_enc(m::parse_clip_text_config(m::ConfigReader(tj, "demo-gligen text_encoder config")));
   init_weights(*text_enc, "demo-gligen text encoder");
 
-  std::vector<torch::Tensor> decay, no_decay;
-  std::int64_t n_unet = 0, n_text = 0;
-  for (auto* mod : {static_cast<torch::nn::Module*>(unet.get()), static_cast<torch::nn::Module*>(text_enc.get())})
-    for (auto& p : mod->named_parameters(true)) {
-      p.value().set_requires_grad(true);
-      const bool is_text = mod == text_enc.get();
-      (is_text ? n_text : n_unet) += p.value().numel();
-      (p.value().dim() >= 2 && !ends_with(p.key(), "embedding.weight") ? decay : no_decay).push_back(p.value());
-    }
+  std::vector<std::int64_t> counts;  // UNet, text encoder
+  auto opt = make_trainable_adamw(
+      {unet.get(), text_enc.get()},
+      [](const std::string& name, const torch::Tensor& t) { return t.dim() >= 2 && !ends_with(name, "embedding.weight"); },
+      o.lr, o.weight_decay, counts);
+  const std::int64_t n_unet = counts[0], n_text = counts[1];
   rep.parameters += n_unet + n_text;
-  auto opt = make_adamw(decay, no_decay, o.lr, o.weight_decay);
+  std::vector<torch::Tensor> trained = unet->parameters();  // for the gradient clipping
+  for (auto& p : text_enc->parameters()) trained.push_back(p);
   Ema ema_unet(*unet, o.ema), ema_text(*text_enc, o.ema);
   log_info("demo-gligen: stage 2, the UNet ({} parameters) and the text encoder ({}), {} steps of {} images", n_unet,
            n_text, o.steps, o.images_per_step);
 
-  // SD's scaled-linear schedule: betas = linspace(sqrt(start), sqrt(end), T)^2
-  const auto betas = torch::linspace(std::sqrt(kBetaStart), std::sqrt(kBetaEnd), kTrainTimesteps, torch::kFloat64).pow(2);
-  const auto alphas_cumprod = torch::cumprod(1.0 - betas, 0).to(torch::kFloat32);  // [T]
+  // the written scheduler config's noise schedule (SD's scaled-linear), as diffusers' training adds noise
+  sd::BetaConfig bc;
+  bc.num_train_timesteps = kTrainTimesteps;
+  bc.beta_start = kBetaStart;
+  bc.beta_end = kBetaEnd;
+  bc.beta_schedule = sd::BetaSchedule::scaled_linear;
+  const auto alphas_cumprod = sd::alphas_cumprod_of(sd::make_betas(bc));  // [T] float32
 
   world::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 31);
-  Progress bar("demo-gligen UNet", static_cast<long>(o.steps));
-  const double t0 = now_ms();
+  StepLoop loop("demo-gligen UNet", o.steps, o.log_every, o.max_minutes);
   double acc_loss = 0;
   int acc_n = 0;
-  std::int64_t step = 0;
   const int B = o.images_per_step;
   const auto D = static_cast<std::int64_t>(o.text_hidden);
-  for (; step < o.steps; ++step) {
-    check_interrupted();
+  while (loop.next()) {
+    const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
     set_lr(*opt, lr);
     Batch b = make_batch(o.vae_steps + 10000 + step, B, wc);
@@ -423,13 +429,9 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
       for (int i = 0; i < B; ++i) {
         const auto& sc = b.scenes[static_cast<std::size_t>(i)];
         const auto n = static_cast<std::int64_t>(sc.objects.size());
-        const double S = o.size;
         for (std::int64_t k = 0; k < n; ++k) {
-          const cv::Rect& r = sc.objects[static_cast<std::size_t>(k)].box;
-          boxes[i][k][0] = r.x / S;
-          boxes[i][k][1] = r.y / S;
-          boxes[i][k][2] = (r.x + r.width) / S;
-          boxes[i][k][3] = (r.y + r.height) / S;
+          const auto u = unit_box(sc.objects[static_cast<std::size_t>(k)].box, o.size);
+          for (int c = 0; c < 4; ++c) boxes[i][k][c] = u[static_cast<std::size_t>(c)];
           masks[i][k] = grounded[static_cast<std::size_t>(i)] ? 1.0 : 0.0;
         }
         pos.push_back(torch::cat({pooled.narrow(0, off, n), torch::zeros({kMaxObjects - n, D})}));
@@ -441,33 +443,24 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     const auto loss = torch::mse_loss(pred, eps);
     opt->zero_grad();
     loss.backward();
-    std::vector<torch::Tensor> all = unet->parameters();
-    for (auto& p : text_enc->parameters()) all.push_back(p);
-    torch::nn::utils::clip_grad_norm_(all, 1.0);
+    torch::nn::utils::clip_grad_norm_(trained, 1.0);
     opt->step();
     ema_unet.update(step);
     ema_text.update(step);
 
     acc_loss += loss.item<double>();
     ++acc_n;
-    bar.update(static_cast<long>(step + 1));
-    const bool last = step + 1 == o.steps || (o.max_minutes > 0 && now_ms() - t0 > o.max_minutes * 60e3);
-    if ((step + 1) % o.log_every == 0 || last) {
+    if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
-      log_text += fmt::format("unet\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t\n", step + 1, (now_ms() - t0) / 1e3, lr, rep.final_loss);
-      log_info("demo-gligen: UNet step {} loss {:.5f} ({:.0f} s)", step + 1, rep.final_loss, (now_ms() - t0) / 1e3);
+      log_text += fmt::format("unet\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t\n", step + 1, loop.seconds(), lr, rep.final_loss);
+      log_info("demo-gligen: UNet step {} loss {:.5f} ({:.0f} s)", step + 1, rep.final_loss, loop.seconds());
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;
     }
-    if (last) {
-      ++step;
-      break;
-    }
   }
-  bar.finish();
-  rep.steps = step;
-  rep.seconds = (now_ms() - t0) / 1e3;
+  rep.steps = loop.steps_run();
+  rep.seconds = loop.seconds();
 
   ema_unet.copy_to_model();
   ema_text.copy_to_model();
@@ -560,9 +553,10 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     const world::Scene sc = world::make_scene(o.seed0 + static_cast<std::uint64_t>(i), wc);
     pipelines::GenerateRequest req;
     req.prompt = world::caption(sc);
-    for (const auto& ob : sc.objects)
-      req.boxes.push_back({ob.box.x / double(size), ob.box.y / double(size), (ob.box.x + ob.box.width) / double(size),
-                           (ob.box.y + ob.box.height) / double(size), ob.name()});
+    for (const auto& ob : sc.objects) {
+      const auto u = unit_box(ob.box, size);
+      req.boxes.push_back({u[0], u[1], u[2], u[3], ob.name()});
+    }
     req.steps = o.steps;
     req.guidance = o.guidance;
     req.beta = o.beta;

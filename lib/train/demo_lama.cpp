@@ -108,9 +108,10 @@ struct Sample {
 };
 
 // One training sample of a square S-px scene (first seed whose scene has a removable object).
-Sample make_sample(std::uint64_t seed, int S, world::Rng& rng) {
+Sample make_sample(std::uint64_t seed, int S, double noise_share, world::Rng& rng) {
   world::SceneConfig wc;
   wc.min_side = wc.max_side = S;
+  if (noise_share > 0 && rng.uniform() < noise_share) wc.background = static_cast<int>(world::Background::noise);
   for (std::uint64_t attempt = 0;; ++attempt) {
     const world::Scene sc = world::make_scene(seed * 64 + attempt, wc);
     std::vector<std::size_t> order(sc.objects.size());
@@ -184,13 +185,11 @@ TrainReport train_demo_lama(const DemoLamaOptions& o) {
   std::string log_text = "step\tseconds\tlr\tloss\thole_psnr\n";
   world::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 29);
   const int sides[3] = {96, 128, 160};
-  Progress bar("training demo-lama", static_cast<long>(o.steps));
-  const double t0 = now_ms();
+  StepLoop loop("training demo-lama", o.steps, o.log_every, o.max_minutes);
   double acc_loss = 0, acc_psnr = 0;
   int acc_n = 0, acc_img = 0;
-  std::int64_t step = 0;
-  for (; step < o.steps; ++step) {
-    check_interrupted();
+  while (loop.next()) {
+    const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
     set_lr(*opt, lr);
     const int S = sides[step % 3];
@@ -198,7 +197,7 @@ TrainReport train_demo_lama(const DemoLamaOptions& o) {
     for (int i = 0; i < o.images_per_step; ++i) {
       const auto seed = kTrainSeedBase + static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.images_per_step) +
                         static_cast<std::uint64_t>(i);
-      Sample s = make_sample(seed, S, rng);
+      Sample s = make_sample(seed, S, o.noise_share, rng);
       in.push_back(s.input);
       tg.push_back(s.target);
       ho.push_back(s.hole);
@@ -225,27 +224,20 @@ TrainReport train_demo_lama(const DemoLamaOptions& o) {
       acc_psnr += psnr.sum().item<double>();
       acc_img += static_cast<int>(psnr.size(0));
     }
-    bar.update(static_cast<long>(step + 1));
-    const bool last = step + 1 == o.steps || (o.max_minutes > 0 && now_ms() - t0 > o.max_minutes * 60e3);
-    if ((step + 1) % o.log_every == 0 || last) {
+    if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
       const double psnr = acc_psnr / std::max(1, acc_img);
-      log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.2f}\n", step + 1, (now_ms() - t0) / 1e3, lr, rep.final_loss, psnr);
+      log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.2f}\n", step + 1, loop.seconds(), lr, rep.final_loss, psnr);
       log_info("demo-lama: step {} loss {:.5f} train hole PSNR {:.2f} dB ({:.0f} s)", step + 1, rep.final_loss, psnr,
-               (now_ms() - t0) / 1e3);
+               loop.seconds());
       write_file_atomic(log_path.string(), log_text);
       acc_loss = acc_psnr = 0;
       acc_n = acc_img = 0;
     }
-    if (last) {
-      ++step;
-      break;
-    }
   }
-  bar.finish();
   model->set_batch_norm_training(false);
-  rep.steps = step;
-  rep.seconds = (now_ms() - t0) / 1e3;
+  rep.steps = loop.steps_run();
+  rep.seconds = loop.seconds();
 
   const TensorMap tensors = trained_tensors(*model, o.fp16);
   save_tensors(o.out_dir / "generator.safetensors", tensors,

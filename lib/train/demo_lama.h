@@ -36,6 +36,7 @@ struct DemoLamaOptions {
   double lr = 2e-3;
   double weight_decay = 0.0;
   double known_weight = 1.0;  // weight of the L1 on the pixels outside the hole (LaMa's weight_known)
+  double noise_share = 0.0;   // share of the scenes given the noise background (the rest drawn as the world does)
   std::int64_t warmup = 100;
   int ngf = 16, n_downsampling = 3, n_blocks = 4;  // generator sizes (config.yaml)
   bool fp16 = true;   // store the weights as F16 (the loader converts to fp32)

@@ -292,14 +292,12 @@ void pretrain_vision(m::LlavaImpl& model, DenseHeads* heads, const DenseAlignmen
   const std::string stage = heads ? "vision" : "align";
   const int g = o.image_size / o.patch_size;
   const int per_step = 2 * o.images_per_step;
-  Progress bar(heads ? "demo-llava: stage 1a (vision tower)" : "demo-llava: stage 1b (alignment)",
-               static_cast<long>(steps));
-  const double t0 = now_ms();
+  StepLoop loop(heads ? "demo-llava: stage 1a (vision tower)" : "demo-llava: stage 1b (alignment)", steps, o.log_every);
   double acc_loss = 0;
   std::int64_t obj = 0, kind_ok = 0, colour_ok = 0;
   int acc_n = 0;
-  for (std::int64_t step = 0; step < steps; ++step) {
-    check_interrupted();
+  while (loop.next()) {
+    const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, steps, std::min<std::int64_t>(o.warmup, steps / 4));
     set_lr(*opt, lr);
     std::vector<torch::Tensor> px;
@@ -320,20 +318,18 @@ void pretrain_vision(m::LlavaImpl& model, DenseHeads* heads, const DenseAlignmen
     opt->step();
     acc_loss += loss.item<double>();
     ++acc_n;
-    bar.update(static_cast<long>(step + 1));
-    if ((step + 1) % o.log_every == 0 || step + 1 == steps) {
+    if (loop.end_step()) {
       const double ka = obj ? static_cast<double>(kind_ok) / obj : 0,
                    ca = obj ? static_cast<double>(colour_ok) / obj : 0;
       log_text += fmt::format("{} {}\t{:.1f}\t{:.3g}\t{:.5f}\tpatches: kind {:.3f} colour {:.3f}\n", stage, step + 1,
-                              (now_ms() - t0) / 1e3, lr, acc_loss / acc_n, ka, ca);
+                              loop.seconds(), lr, acc_loss / acc_n, ka, ca);
       log_info("demo-llava: {} step {} loss {:.4f} object patches right: kind {:.3f} colour {:.3f} ({:.0f} s)", stage,
-               step + 1, acc_loss / acc_n, ka, ca, (now_ms() - t0) / 1e3);
+               step + 1, acc_loss / acc_n, ka, ca, loop.seconds());
       acc_loss = 0;
       acc_n = 0;
       obj = kind_ok = colour_ok = 0;
     }
   }
-  bar.finish();
 }
 
 }  // namespace
@@ -417,14 +413,12 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
     pretrain_vision(*model, nullptr, align, o.align_steps, kTrainSeedBase + (2ull << 32), o, pc, log_text);
   const int g = o.image_size / o.patch_size;
   log_text += "step\tseconds\tlr\tloss\tcolour\tcount\tkind\tposition\texists\tcaption\n";
-  Progress bar("training demo-llava", static_cast<long>(o.steps));
-  const double t0 = now_ms();
+  StepLoop loop("training demo-llava", o.steps, o.log_every, o.max_minutes);
   double acc_loss = 0;
   int acc_n = 0;
   std::array<int, 6> q_seen{}, q_right{};
-  std::int64_t step = 0;
-  for (; step < o.steps; ++step) {
-    check_interrupted();
+  while (loop.next()) {
+    const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
     set_lr(*opt, lr);
     std::vector<torch::Tensor> px;
@@ -500,32 +494,25 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
         q_right[static_cast<std::size_t>(ex[b].kind)] += ok[b];
       }
     }
-    bar.update(static_cast<long>(step + 1));
-    const bool last = step + 1 == o.steps || (o.max_minutes > 0 && now_ms() - t0 > o.max_minutes * 60e3);
-    if ((step + 1) % o.log_every == 0 || last) {
+    if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
       std::array<double, 6> a{};
       for (std::size_t k = 0; k < 6; ++k) a[k] = q_seen[k] ? static_cast<double>(q_right[k]) / q_seen[k] : 0.0;
       log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\n", step + 1,
-                              (now_ms() - t0) / 1e3, lr, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5]);
+                              loop.seconds(), lr, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5]);
       log_info(
           "demo-llava: step {} loss {:.4f} answers right: colour {:.2f} count {:.2f} kind {:.2f} position {:.2f} "
           "exists {:.2f} caption {:.2f} ({:.0f} s)",
-          step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], (now_ms() - t0) / 1e3);
+          step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], loop.seconds());
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;
       q_seen = {};
       q_right = {};
     }
-    if (last) {
-      ++step;
-      break;
-    }
   }
-  bar.finish();
-  rep.steps = step;
-  rep.seconds = (now_ms() - t0) / 1e3;
+  rep.steps = loop.steps_run();
+  rep.seconds = loop.seconds();
 
   save_hf_checkpoint(o.out_dir, *model, o.fp16, "demo-llava", rep.steps, o.seed, cfg_json, pre_json);
   for (const char* f : kTokenizerFiles) {

@@ -327,15 +327,14 @@ GroupLoss group_loss(m::SamModelImpl& model, const torch::Tensor& emb, const std
   auto e = emb.index_select(0, torch::tensor(idx, torch::kInt64));  // [R, C, g, g]
   const m::SamPromptEmbeddings pe = model.embed_prompts(pt);
   const auto image_pe = model.get_image_wide_positional_embeddings();
-  auto single = model.mask_decoder->forward(e, image_pe, pe.sparse, pe.dense, /*multimask=*/false);
-  auto multi = model.mask_decoder->forward(e, image_pe, pe.sparse, pe.dense, /*multimask=*/true);
+  // one decoder pass for both outputs: mask token 0 is the single mask, tokens 1.. the multimask ones
+  const auto out = model.mask_decoder->forward_all(e, image_pe, pe.sparse, pe.dense);
   const auto target = torch::stack(targets), valid = torch::stack(valids);  // [R, S, S]
-  auto [l0, iou0] = mask_losses(single.masks.select(1, 0), target, valid, S);  // [R, 1]
-  auto [lm, ioum] = mask_losses(multi.masks.select(1, 0), target, valid, S);   // [R, 3]
-  auto iou_pred = torch::cat({single.iou_scores.select(1, 0), multi.iou_scores.select(1, 0)}, 1);  // [R, 4]
-  auto iou_true = torch::cat({iou0, ioum}, 1);
-  g.loss = (l0.squeeze(1) + std::get<0>(lm.min(1))).mean() + torch::mse_loss(iou_pred, iou_true);
-  g.iou_sum = iou0.sum().item<double>();
+  auto [l, iou_true] = mask_losses(out.masks.select(1, 0), target, valid, S);  // [R, M] each
+  const auto M = l.size(1);
+  g.loss = (l.select(1, 0) + std::get<0>(l.narrow(1, 1, M - 1).min(1))).mean() +
+           torch::mse_loss(out.iou_scores.select(1, 0), iou_true);
+  g.iou_sum = iou_true.select(1, 0).sum().item<double>();
   g.rows = static_cast<int>(R);
   return g;
 }
@@ -365,13 +364,11 @@ TrainReport train_demo_sam(const DemoSamOptions& o) {
   const std::filesystem::path log_path = o.out_dir / "train-log.tsv";
   std::string log_text = "step\tseconds\tlr\tloss\tiou_box\tiou_point\tiou_stroke\n";
   world::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 17);
-  Progress bar("training demo-sam", static_cast<long>(o.steps));
-  const double t0 = now_ms();
+  StepLoop loop("training demo-sam", o.steps, o.log_every, o.max_minutes);
   double acc_loss = 0, acc_iou[3] = {0, 0, 0};
   int acc_n = 0, acc_rows[3] = {0, 0, 0};
-  std::int64_t step = 0;
-  for (; step < o.steps; ++step) {
-    check_interrupted();
+  while (loop.next()) {
+    const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
     set_lr(*opt, lr);
 
@@ -401,29 +398,21 @@ TrainReport train_demo_sam(const DemoSamOptions& o) {
       acc_iou[k] += gl[k].iou_sum;
       acc_rows[k] += gl[k].rows;
     }
-    bar.update(static_cast<long>(step + 1));
-    const bool last = step + 1 == o.steps ||
-                      (o.max_minutes > 0 && now_ms() - t0 > o.max_minutes * 60e3);
-    if ((step + 1) % o.log_every == 0 || last) {
+    if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
       auto mean = [&](int k) { return acc_rows[k] ? acc_iou[k] / acc_rows[k] : 0.0; };
-      log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.4f}\t{:.3f}\t{:.3f}\t{:.3f}\n", step + 1, (now_ms() - t0) / 1e3, lr,
+      log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.4f}\t{:.3f}\t{:.3f}\t{:.3f}\n", step + 1, loop.seconds(), lr,
                               rep.final_loss, mean(0), mean(1), mean(2));
       log_info("demo-sam: step {} loss {:.4f} train IoU box {:.3f} point {:.3f} stroke {:.3f} ({:.0f} s)", step + 1,
-               rep.final_loss, mean(0), mean(1), mean(2), (now_ms() - t0) / 1e3);
+               rep.final_loss, mean(0), mean(1), mean(2), loop.seconds());
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;
       for (int k = 0; k < 3; ++k) acc_iou[k] = acc_rows[k] = 0;
     }
-    if (last) {
-      ++step;
-      break;
-    }
   }
-  bar.finish();
-  rep.steps = step;
-  rep.seconds = (now_ms() - t0) / 1e3;
+  rep.steps = loop.steps_run();
+  rep.seconds = loop.seconds();
 
   save_hf_checkpoint(o.out_dir, *model, o.fp16, "demo-sam", rep.steps, o.seed, cfg_json, pre_json);
   log_info("demo-sam: {} steps in {:.0f} s, written to {}", rep.steps, rep.seconds, o.out_dir.string());

@@ -15,10 +15,51 @@
 #include <vector>
 
 #include "lli/fs.h"
+#include "lli/log.h"
 #include "lli/tensor_io.h"
 #include "nn/layers.h"
 
 namespace lli::train {
+
+// What every training loop shares: Ctrl-C, the progress bar, the optional time limit, the log
+// cadence and the elapsed time.
+//   StepLoop loop("training x", steps, log_every, max_minutes);
+//   while (loop.next()) { ... loop.step() ...; if (loop.end_step()) { log line } }
+//   rep.steps = loop.steps_run(); rep.seconds = loop.seconds();
+class StepLoop {
+ public:
+  StepLoop(std::string label, std::int64_t steps, int log_every, double max_minutes = 0)
+      : bar_(std::move(label), static_cast<long>(steps)), steps_(steps), log_every_(std::max(1, log_every)),
+        max_ms_(max_minutes * 60e3), t0_(now_ms()) {}
+  // Starts the next step; false (and the bar finished) after the last one or the time limit.
+  bool next() {
+    if (started_) ++step_;
+    started_ = true;
+    if (step_ >= steps_ || out_of_time_) {
+      bar_.finish();
+      return false;
+    }
+    check_interrupted();
+    return true;
+  }
+  std::int64_t step() const { return step_; }  // 0-based index of the step being run
+  // After a step's work: advances the bar; true when the step gets a log line (every log_every
+  // steps, the last one, and the one that ran out of time).
+  bool end_step() {
+    bar_.update(static_cast<long>(step_ + 1));
+    out_of_time_ = max_ms_ > 0 && now_ms() - t0_ > max_ms_;
+    return (step_ + 1) % log_every_ == 0 || step_ + 1 == steps_ || out_of_time_;
+  }
+  std::int64_t steps_run() const { return step_; }  // after the loop: the steps done
+  double seconds() const { return (now_ms() - t0_) / 1e3; }
+
+ private:
+  Progress bar_;
+  std::int64_t steps_, step_ = 0;
+  int log_every_;
+  double max_ms_, t0_;
+  bool started_ = false, out_of_time_ = false;
+};
 
 inline bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -64,20 +105,32 @@ inline std::unique_ptr<torch::optim::AdamW> make_adamw(std::vector<torch::Tensor
   return std::make_unique<torch::optim::AdamW>(std::move(groups));
 }
 
-// Every parameter of `model` set to require gradients, in one AdamW over two groups (in parameter
-// order): those for which decays(name, tensor) holds with weight decay, the rest without.
-// `parameters` receives the number of trained values.
+// Every parameter of `models` set to require gradients, in one AdamW over two groups (in module
+// and parameter order): those for which decays(name, tensor) holds with weight decay, the rest
+// without. parameters[i] receives the number of values models[i] trains.
+template <class Decays>
+std::unique_ptr<torch::optim::AdamW> make_trainable_adamw(const std::vector<torch::nn::Module*>& models, Decays decays,
+                                                          double lr, double weight_decay,
+                                                          std::vector<std::int64_t>& parameters) {
+  std::vector<torch::Tensor> decay, no_decay;
+  parameters.assign(models.size(), 0);
+  for (std::size_t i = 0; i < models.size(); ++i)
+    for (auto& p : models[i]->named_parameters(true)) {
+      p.value().set_requires_grad(true);
+      (decays(p.key(), p.value()) ? decay : no_decay).push_back(p.value());
+      parameters[i] += p.value().numel();
+    }
+  return make_adamw(std::move(decay), std::move(no_decay), lr, weight_decay);
+}
+
+// The same for one module; `parameters` receives the number of trained values.
 template <class Decays>
 std::unique_ptr<torch::optim::AdamW> make_trainable_adamw(torch::nn::Module& model, Decays decays, double lr,
                                                           double weight_decay, std::int64_t& parameters) {
-  std::vector<torch::Tensor> decay, no_decay;
-  parameters = 0;
-  for (auto& p : model.named_parameters(true)) {
-    p.value().set_requires_grad(true);
-    (decays(p.key(), p.value()) ? decay : no_decay).push_back(p.value());
-    parameters += p.value().numel();
-  }
-  return make_adamw(std::move(decay), std::move(no_decay), lr, weight_decay);
+  std::vector<std::int64_t> counts;
+  auto opt = make_trainable_adamw(std::vector<torch::nn::Module*>{&model}, decays, lr, weight_decay, counts);
+  parameters = counts[0];
+  return opt;
 }
 
 // The trained model's tensors for save_tensors: parameters as F16 (fp16) or F32, floating-point

@@ -175,7 +175,7 @@ std::string Object::name() const { return std::string(colour_name(colour)) + " "
 Scene make_scene(std::uint64_t seed, const SceneConfig& cfg) {
   if (cfg.min_side < 16 || cfg.max_side < cfg.min_side || cfg.min_objects < 1 || cfg.max_objects < cfg.min_objects ||
       !(cfg.min_radius_frac > 0) || cfg.max_radius_frac < cfg.min_radius_frac || cfg.max_radius_frac > 0.5 ||
-      cfg.backgrounds < 1 || cfg.backgrounds > kBackgroundCount)
+      cfg.backgrounds < 1 || cfg.backgrounds > kBackgroundCount || cfg.background >= kBackgroundCount)
     throw UsageError("shapes world: invalid scene config");
   Rng rng(seed);
   Scene s;
@@ -183,7 +183,8 @@ Scene make_scene(std::uint64_t seed, const SceneConfig& cfg) {
   const int width = cfg.min_side + rng.below(cfg.max_side - cfg.min_side + 1);
   const int h_lo = std::max(cfg.min_side, (width + 1) / 2), h_hi = std::min(cfg.max_side, 2 * width);
   const cv::Size size(width, h_lo + rng.below(h_hi - h_lo + 1));
-  s.bg = static_cast<Background>(rng.below(cfg.backgrounds));
+  const int drawn = rng.below(cfg.backgrounds);
+  s.bg = static_cast<Background>(cfg.background >= 0 ? cfg.background : drawn);
   s.background = make_background(s.bg, size, rng);
   const int n = cfg.min_objects + rng.below(cfg.max_objects - cfg.min_objects + 1);
   const double short_side = std::min(size.width, size.height);

@@ -59,6 +59,7 @@ struct SceneConfig {
   double min_radius_frac = 0.08, max_radius_frac = 0.22;  // of the shorter side
   bool occlusion = true;  // allow overlaps (each object keeps kMinVisible visible)
   int backgrounds = kBackgroundCount;  // draw the first N background kinds (2: plain and gradient only)
+  int background = -1;  // >= 0: every scene gets this Background (still drawn first, so the rest of the scene's draws follow)
 };
 
 // The full (unoccluded) mask of shape `s` centred at `c` (pixels) with footprint radius `r` (half
