@@ -36,6 +36,12 @@ scripts/train-demo-models.sh runs the shipped configurations. Training is fp32 o
 (--threads). The models only know the synthetic shapes world.
 Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad checkpoint, 5 runtime, 130 interrupted.)";
 
+// The --json result of a training run (the evaluation adds "eval").
+nlohmann::json report_json(const char* model, const std::string& out, const train::TrainReport& rep) {
+  return {{"model", model}, {"out", out}, {"steps", rep.steps}, {"seconds", rep.seconds},
+          {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -203,8 +209,7 @@ int main(int argc, char** argv) {
       if (gligen->parsed()) {
         go.out_dir = gligen_out;
         const auto rep = train::train_demo_gligen(go);
-        j = {{"model", "demo-gligen"}, {"out", gligen_out}, {"steps", rep.steps}, {"seconds", rep.seconds},
-             {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+        j = report_json("demo-gligen", gligen_out, rep);
         dir = gligen_out;
       }
       if (ge.layouts > 0 && !ge.sam_dir.empty()) {
@@ -227,8 +232,7 @@ int main(int argc, char** argv) {
         vo.out_dir = llava_out;
         vo.tokenizer_dir = tokenizer_dir;
         const auto rep = train::train_demo_llava(vo);
-        j = {{"model", "demo-llava"}, {"out", llava_out}, {"steps", rep.steps}, {"seconds", rep.seconds},
-             {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+        j = report_json("demo-llava", llava_out, rep);
         dir = llava_out;
       }
       if (eval_questions > 0) {
@@ -249,8 +253,7 @@ int main(int argc, char** argv) {
       if (lama->parsed()) {
         lo.out_dir = lama_out;
         const auto rep = train::train_demo_lama(lo);
-        j = {{"model", "demo-lama"}, {"out", lama_out}, {"steps", rep.steps}, {"seconds", rep.seconds},
-             {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+        j = report_json("demo-lama", lama_out, rep);
         dir = lama_out;
       }
       if (eval_scenes > 0) {
@@ -273,8 +276,7 @@ int main(int argc, char** argv) {
       so.out_dir = out;
       so.seed = seed;
       const auto rep = train::train_demo_sam(so);
-      j = {{"model", "demo-sam"}, {"out", out}, {"steps", rep.steps}, {"seconds", rep.seconds},
-           {"final_loss", rep.final_loss}, {"parameters", rep.parameters}};
+      j = report_json("demo-sam", out, rep);
       dir = out;
     }
     if (eval_scenes > 0) {
