@@ -112,9 +112,10 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                           KVCache* cache, std::int64_t layer) {
   const auto B = x.size(0), L = x.size(1);
-  auto q = q_proj(x).view({B, L, n_head, head_dim});     // [B, L, H, hd]
-  auto k = k_proj(x).view({B, L, n_kv_head, head_dim});  // [B, L, Hkv, hd]
-  auto v = v_proj(x).view({B, L, n_kv_head, head_dim}).transpose(1, 2);  // [B, Hkv, L, hd]
+  const auto qkv = nn::linear_group(x, {q_proj.get(), k_proj.get(), v_proj.get()});
+  auto q = qkv[0].view({B, L, n_head, head_dim});                       // [B, L, H, hd]
+  auto k = qkv[1].view({B, L, n_kv_head, head_dim});                    // [B, L, Hkv, hd]
+  auto v = qkv[2].view({B, L, n_kv_head, head_dim}).transpose(1, 2);  // [B, Hkv, L, hd]
   if (nn::decoder_ops_bf16_applicable({&q, &k, &cos, &sin})) {
     nn::rotary_bf16_(q, cos, sin);  // in place, one pass each
     nn::rotary_bf16_(k, cos, sin);
@@ -160,7 +161,8 @@ LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : act(c.hidden_act) {
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  auto g = gate_proj(x), u = up_proj(x);  // [B, L, F]
+  const auto gu = nn::linear_group(x, {gate_proj.get(), up_proj.get()});
+  auto g = gu[0], u = gu[1];  // [B, L, F]
   if (act == nn::Activation::silu && nn::decoder_ops_bf16_applicable({&g, &u})) return down_proj(nn::silu_mul_bf16(g, u));
   return down_proj(nn::apply_activation(g, act) * u);
 }

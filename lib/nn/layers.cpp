@@ -20,6 +20,23 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   return nn::linear(x, weight, bias);
 }
 
+std::vector<torch::Tensor> linear_group(const torch::Tensor& x, const std::vector<LinearImpl*>& ls) {
+  bool quantized = !ls.empty();
+  for (const auto* l : ls) quantized = quantized && l->qweight && l->qweight->K == ls[0]->qweight->K;
+  std::vector<torch::Tensor> out;
+  if (quantized) {
+    std::vector<const QuantWeight*> ws;
+    std::vector<torch::Tensor> bs;
+    for (const auto* l : ls) {
+      ws.push_back(l->qweight.get());
+      bs.push_back(l->bias);
+    }
+    return quant_linear_group(x, ws, bs);
+  }
+  for (auto* l : ls) out.push_back(l->forward(x));
+  return out;
+}
+
 Conv2dImpl::Conv2dImpl(const Conv2dOptions& o) : opt(o) {
   weight = register_parameter("weight", placeholder({o.out, o.in / o.groups, o.kernel, o.kernel}), false);
   if (o.bias) bias = register_parameter("bias", placeholder({o.out}), false);

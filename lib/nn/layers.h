@@ -32,6 +32,11 @@ struct LinearImpl : torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
+// Several linears with the same input applied to one x (q/k/v projections, gate and up): the same
+// outputs as calling each; when all are quantized, one activation quantization and one parallel
+// region for all of them (nn/quant_linear.h quant_linear_group).
+std::vector<torch::Tensor> linear_group(const torch::Tensor& x, const std::vector<LinearImpl*>& ls);
+
 struct Conv2dOptions {
   std::int64_t in = 0, out = 0, kernel = 1, stride = 1, padding = 0, dilation = 1, groups = 1;
   bool bias = true;

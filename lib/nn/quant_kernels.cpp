@@ -364,11 +364,11 @@ LLI_VNNI_TARGET inline void chunk_scales(const __m512 (&ws)[R], const float* xd,
 // The chunks of 16 blocks are compiled twice: full ones with constant trip counts and no masks
 // (every chunk when K % 512 == 0), and a masked last one. Steps alternate between two
 // accumulators (the FMA's latency no longer chains every step), and each step prefetches the
-// weights kQ4kPrefetch bytes ahead. Measured on this 2-core VM (scratch bench: 16 layers of 7B
+// weights kQuantPrefetch bytes ahead. Measured on this 2-core VM (scratch bench: 16 layers of 7B
 // shapes, 1.83 GB, 2 threads, one parallel region per matrix, min of 7 interleaved passes, M = 1):
 // 47.5 GB/s before (one accumulator, masks in every chunk, no prefetch), 53.0 with prefetch 4 KiB
 // ahead (8 and 16 KiB: 53.4; 1 and 2 KiB: 48.9, 49.8), a plain read of the same bytes 62.8.
-constexpr int kQ4kPrefetch = 4096;
+constexpr int kQuantPrefetch = 4096;
 
 struct Q4kVnni {
   static constexpr int rows(int) { return 1; }
@@ -428,7 +428,7 @@ struct Q4kVnni {
       }
       for (int r = 0; r < R; ++r) {
         const std::uint8_t* src = qs + r * (K / 2) + g * (kBlock / 2);
-        _mm_prefetch(reinterpret_cast<const char*>(src) + kQ4kPrefetch, _MM_HINT_T0);  // never faults
+        _mm_prefetch(reinterpret_cast<const char*>(src) + kQuantPrefetch, _MM_HINT_T0);  // never faults
         const __m512i v = nb == 4 ? _mm512_loadu_si512(src) : _mm512_maskz_loadu_epi8(~0ull >> (64 - 16 * nb), src);
         const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
         for (int m = 0; m < MB; ++m) {
@@ -441,6 +441,8 @@ struct Q4kVnni {
   }
 };
 
+// q8_0: the same chunk structure as Q4kVnni (full chunks without masks, two accumulators, weights
+// prefetched ahead).
 struct Q8Vnni {
   static constexpr int rows(int) { return 1; }
 
@@ -449,6 +451,20 @@ struct Q8Vnni {
   template <int MB, int R>
   LLI_VNNI_TARGET static void block(const QMatrix& w, const QActs& x, std::int64_t m0, std::int64_t n, float* y,
                                     std::int64_t ldy) {
+    const std::int64_t G = w.K / kBlock;
+    __m512 acc[2][R][MB];
+    zero_acc(acc[0]);
+    zero_acc(acc[1]);
+    std::int64_t g0 = 0;
+    for (; g0 + 16 <= G; g0 += 16) chunk<MB, R, true>(w, x, m0, n, g0, acc);
+    if (g0 < G) chunk<MB, R, false>(w, x, m0, n, g0, acc);
+    for (int r = 0; r < R; ++r)
+      for (int m = 0; m < MB; ++m) y[(m0 + m) * ldy + n + r] = hsum512(_mm512_add_ps(acc[0][r][m], acc[1][r][m]));
+  }
+
+  template <int MB, int R, bool Full>
+  LLI_VNNI_TARGET static inline void chunk(const QMatrix& w, const QActs& x, std::int64_t m0, std::int64_t n,
+                                           std::int64_t g0, __m512 (&acc)[2][R][MB]) {
     const std::int64_t K = w.K, G = K / kBlock;
     const auto* qs = static_cast<const std::int8_t*>(w.qs) + n * K;
     const std::uint16_t* d = w.d + n * G;
@@ -456,39 +472,35 @@ struct Q8Vnni {
     const float* xd = x.d.data() + m0 * G;
     const std::int32_t* xs = x.sum.data() + m0 * G;
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
-    __m512 acc[R][MB];
-    zero_acc(acc);
-    for (std::int64_t g0 = 0; g0 < G; g0 += 16) {
-      const int ng = static_cast<int>(std::min<std::int64_t>(16, G - g0));
-      const auto k16 = static_cast<__mmask16>((1u << ng) - 1);
-      __m512 ws[R], sdx[R][MB];  // d_w, and d_w * d_x, per block of the chunk
-      for (int r = 0; r < R; ++r) ws[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, d + r * G + g0));
-      chunk_scales(ws, xd, G, g0, k16, sdx);
-      __m512i corr[MB];  // -128 * xsum per block of the chunk
-      for (int m = 0; m < MB; ++m)
-        corr[m] = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                   _mm512_slli_epi32(_mm512_maskz_loadu_epi32(k16, xs + m * G + g0), 7));
-      for (int p = 0; 2 * p < ng; ++p) {
-        const std::int64_t g = g0 + 2 * p;
-        const bool full = 2 * p + 1 < ng;
-        const __m512i ip = VnniPair::index(p);
-        __m512i xv[MB], c[MB];
+    const int ng = Full ? 16 : static_cast<int>(G - g0);
+    const auto k16 = static_cast<__mmask16>(Full ? 0xFFFF : (1u << ng) - 1);
+    __m512 ws[R], sdx[R][MB];  // d_w, and d_w * d_x, per block of the chunk
+    for (int r = 0; r < R; ++r) ws[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, d + r * G + g0));
+    chunk_scales(ws, xd, G, g0, k16, sdx);
+    __m512i corr[MB];  // -128 * xsum per block of the chunk
+    for (int m = 0; m < MB; ++m)
+      corr[m] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_slli_epi32(_mm512_maskz_loadu_epi32(k16, xs + m * G + g0), 7));
+    for (int p = 0; 2 * p < ng; ++p) {
+      const std::int64_t g = g0 + 2 * p;
+      const bool full = Full || 2 * p + 1 < ng;
+      const __m512i ip = VnniPair::index(p);
+      __m512i xv[MB], c[MB];
+      for (int m = 0; m < MB; ++m) {
+        xv[m] = VnniPair::load_x(xq + m * K + g * kBlock, full);
+        c[m] = _mm512_maskz_permutexvar_epi32(0x0101, ip, corr[m]);
+      }
+      for (int r = 0; r < R; ++r) {
+        const std::int8_t* src = qs + r * K + g * kBlock;
+        _mm_prefetch(reinterpret_cast<const char*>(src) + kQuantPrefetch, _MM_HINT_T0);
+        const __m512i wu = _mm512_xor_si512(VnniPair::load_x(src, full), bias);
         for (int m = 0; m < MB; ++m) {
-          xv[m] = VnniPair::load_x(xq + m * K + g * kBlock, full);
-          c[m] = _mm512_maskz_permutexvar_epi32(0x0101, ip, corr[m]);
-        }
-        for (int r = 0; r < R; ++r) {
-          const std::int8_t* src = qs + r * K + g * kBlock;
-          const __m512i wu = _mm512_xor_si512(VnniPair::load_x(src, full), bias);
-          for (int m = 0; m < MB; ++m) {
-            const __m512i isum = _mm512_dpbusd_epi32(c[m], wu, xv[m]);
-            acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(ip, sdx[r][m]), acc[r][m]);
-          }
+          const __m512i isum = _mm512_dpbusd_epi32(c[m], wu, xv[m]);
+          acc[p & 1][r][m] =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_permutexvar_ps(ip, sdx[r][m]), acc[p & 1][r][m]);
         }
       }
     }
-    for (int r = 0; r < R; ++r)
-      for (int m = 0; m < MB; ++m) y[(m0 + m) * ldy + n + r] = hsum512(acc[r][m]);
   }
 };
 

@@ -122,51 +122,96 @@ std::vector<std::pair<std::string, torch::Tensor>> quant_tensors(const QuantWeig
   return {{names[0], w.qs}, {names[1], w.sc}, {names[2], w.mn}, {names[3], w.row}};
 }
 
-torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const torch::Tensor& b) {
+namespace {
+
+void check_quant_input(const torch::Tensor& x, const QuantWeight& w) {
   if (!x.device().is_cpu() || (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16))
     throw RuntimeError("quantized linear: expected f32 or bf16 CPU activations, got " +
                        std::string(c10::toString(x.scalar_type())));
   if (x.size(-1) != w.K)
     throw RuntimeError("quantized linear: input has " + std::to_string(x.size(-1)) + " features, the weight " +
                        std::to_string(w.K));
-  const std::int64_t M = x.numel() / w.K;
-  auto out_sizes = x.sizes().vec();
-  out_sizes.back() = w.N;
-  if (M > kQuantGemvMaxRows) {
-    // Prefill: one dequantized copy of W (the allocator reuses the block call after call), oneDNN GEMM.
-    return torch::linear(x, dequantize_weight(w, x.scalar_type()), b);
-  }
-  auto x2 = x.reshape({M, w.K}).contiguous();  // [M, K]
+}
+
+// The vector path of quant_linear_group: x quantized once, every weight's output rows in one
+// parallel region (each thread takes an equal share of the rows of all the weights together).
+std::vector<torch::Tensor> quant_gemv_group(const torch::Tensor& x, const std::vector<const QuantWeight*>& ws,
+                                            const std::vector<torch::Tensor>& bs) {
+  const std::int64_t K = ws[0]->K, M = x.numel() / K;
+  auto x2 = x.reshape({M, K}).contiguous();  // [M, K]
   quant::QActs acts;
   if (x2.scalar_type() == torch::kBFloat16)
-    quant::quantize_acts_bf16(static_cast<const std::uint16_t*>(x2.data_ptr()), M, w.K, w.K, &acts);
+    quant::quantize_acts_bf16(static_cast<const std::uint16_t*>(x2.data_ptr()), M, K, K, &acts);
   else
-    quant::quantize_acts(x2.data_ptr<float>(), M, w.K, w.K, &acts);
+    quant::quantize_acts(x2.data_ptr<float>(), M, K, K, &acts);
+  const std::size_t nw = ws.size();
   // fp32 sums in a buffer kept by the calling thread; each worker adds the bias to its own rows and
   // rounds them into the output (the same numbers as y.add_(b.float()).to(x.dtype()), without two
   // more passes and a fresh tensor per call).
+  struct Part {
+    quant::QMatrix m;
+    std::int64_t first;  // row of the concatenation where this weight starts
+    float* y;            // [M, N] sums
+    const float* b;
+    void* out;
+  };
+  std::int64_t total = 0;
+  for (const auto* w : ws) total += w->N;
   static thread_local std::vector<float> ybuf;
-  ybuf.resize(static_cast<std::size_t>(M * w.N));
-  auto out = torch::empty({M, w.N}, x2.options());  // [M, N]
-  const torch::Tensor bias = b.defined() ? b.to(torch::kFloat32).contiguous() : b;
-  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  const bool out_bf16 = out.scalar_type() == torch::kBFloat16;
-  auto* op = out.data_ptr();
-  const auto m = w.view();
-  float* yp = ybuf.data();
+  ybuf.resize(static_cast<std::size_t>(M * total));
+  std::vector<torch::Tensor> outs, biases;
+  std::vector<Part> parts;
+  for (std::size_t i = 0; i < nw; ++i) {
+    outs.push_back(torch::empty({M, ws[i]->N}, x2.options()));  // [M, N_i]
+    biases.push_back(bs[i].defined() ? bs[i].to(torch::kFloat32).contiguous() : bs[i]);
+    parts.push_back({ws[i]->view(), i == 0 ? 0 : parts.back().first + ws[i - 1]->N,
+                     ybuf.data() + M * (i == 0 ? 0 : parts.back().first + ws[i - 1]->N),
+                     biases.back().defined() ? biases.back().data_ptr<float>() : nullptr, outs.back().data_ptr()});
+  }
+  const bool out_bf16 = x2.scalar_type() == torch::kBFloat16;
   if (M > 0)
-    parallel_rows(w.N, 16, [&](std::int64_t n0, std::int64_t n1) {
-      quant::matmul_rows(m, acts, n0, n1, yp, w.N);
-      for (std::int64_t r = 0; r < M; ++r)
-        for (std::int64_t n = n0; n < n1; ++n) {
-          const float v = bp ? yp[r * w.N + n] + bp[n] : yp[r * w.N + n];
-          if (out_bf16)
-            static_cast<c10::BFloat16*>(op)[r * w.N + n] = c10::BFloat16(v);  // round to nearest even
-          else
-            static_cast<float*>(op)[r * w.N + n] = v;
-        }
+    parallel_rows(total, 16, [&](std::int64_t r0, std::int64_t r1) {
+      for (const auto& p : parts) {
+        const std::int64_t N = p.m.N, n0 = std::max<std::int64_t>(r0 - p.first, 0),
+                           n1 = std::min<std::int64_t>(r1 - p.first, N);
+        if (n0 >= n1) continue;
+        quant::matmul_rows(p.m, acts, n0, n1, p.y, N);
+        for (std::int64_t r = 0; r < M; ++r)
+          for (std::int64_t n = n0; n < n1; ++n) {
+            const float v = p.b ? p.y[r * N + n] + p.b[n] : p.y[r * N + n];
+            if (out_bf16)
+              static_cast<c10::BFloat16*>(p.out)[r * N + n] = c10::BFloat16(v);  // round to nearest even
+            else
+              static_cast<float*>(p.out)[r * N + n] = v;
+          }
+      }
     });
-  return out.view(out_sizes);
+  for (std::size_t i = 0; i < nw; ++i) {
+    auto sizes = x.sizes().vec();
+    sizes.back() = ws[i]->N;
+    outs[i] = outs[i].view(sizes);
+  }
+  return outs;
+}
+
+}  // namespace
+
+torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const torch::Tensor& b) {
+  return quant_linear_group(x, {&w}, {b})[0];
+}
+
+std::vector<torch::Tensor> quant_linear_group(const torch::Tensor& x, const std::vector<const QuantWeight*>& ws,
+                                              const std::vector<torch::Tensor>& bs) {
+  if (ws.empty() || ws.size() != bs.size())
+    throw RuntimeError("quantized linear group: " + std::to_string(ws.size()) + " weights and " +
+                       std::to_string(bs.size()) + " biases");
+  for (const auto* w : ws) check_quant_input(x, *w);
+  const std::int64_t M = x.numel() / ws[0]->K;
+  if (M <= kQuantGemvMaxRows) return quant_gemv_group(x, ws, bs);
+  // Prefill: one dequantized copy of each W (the allocator reuses the block call after call), oneDNN GEMM.
+  std::vector<torch::Tensor> outs;
+  for (std::size_t i = 0; i < ws.size(); ++i) outs.push_back(torch::linear(x, dequantize_weight(*ws[i], x.scalar_type()), bs[i]));
+  return outs;
 }
 
 namespace {

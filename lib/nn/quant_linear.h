@@ -57,6 +57,12 @@ std::vector<std::pair<std::string, torch::Tensor>> quant_tensors(const QuantWeig
 // x: [..., K] f32 or bf16 CPU; b: [N] or undefined -> [..., N] in x's dtype.
 torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const torch::Tensor& b);
 
+// Several weights with the same input width applied to the same x (a layer's q/k/v projections,
+// gate and up): the same outputs as quant_linear on each, but with few rows x is quantized once and
+// all the weights' rows run in one parallel region (one barrier instead of one per weight).
+std::vector<torch::Tensor> quant_linear_group(const torch::Tensor& x, const std::vector<const QuantWeight*>& ws,
+                                              const std::vector<torch::Tensor>& bs);
+
 // ---- models --------------------------------------------------------------------------------
 
 struct QuantizeReport {

@@ -93,6 +93,42 @@ TEST_CASE("quant linear: relative error vs fp32 per format, decode and prefill p
     }
 }
 
+TEST_CASE("quant linear: a group of linears on one input equals each linear alone, quantized or not") {
+  torch::NoGradGuard ng;
+  for (q::QType t : {q::QType::q8_0, q::QType::q4_k})
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      // q/k/v-like: different output widths, one without a bias; odd widths split unevenly between threads.
+      std::vector<lli::nn::Linear> ls{lli::nn::Linear(96, 70, true), lli::nn::Linear(96, 33, false),
+                                      lli::nn::Linear(96, 17, true)};
+      torch::nn::Module root;
+      for (std::size_t i = 0; i < ls.size(); ++i) {
+        ls[i]->weight.set_data(torch::randn({ls[i]->out_features(), 96}).to(dtype));
+        if (ls[i]->bias.defined()) ls[i]->bias.set_data(torch::randn({ls[i]->out_features()}).to(dtype));
+        root.register_module("l" + std::to_string(i), ls[i]);
+      }
+      std::vector<lli::nn::LinearImpl*> ptrs;
+      for (auto& l : ls) ptrs.push_back(l.get());
+      for (std::int64_t rows : {1, 3, 7}) {  // 7 > kQuantGemvMaxRows: the dequantized path
+        const auto x = torch::randn({1, rows, 96}).to(dtype);
+        const auto before = lli::nn::linear_group(x, ptrs);  // float weights: each linear's forward
+        for (std::size_t i = 0; i < ls.size(); ++i) CHECK(torch::equal(before[i], ls[i]->forward(x)));
+      }
+      lli::nn::quantize_linears(root, t, [](const std::string&) { return true; });
+      for (std::int64_t rows : {1, 3, 7}) {
+        CAPTURE(rows);
+        const auto x = torch::randn({1, rows, 96}).to(dtype);
+        const auto got = lli::nn::linear_group(x, ptrs);
+        REQUIRE(got.size() == ls.size());
+        for (std::size_t i = 0; i < ls.size(); ++i) {
+          CHECK(got[i].sizes() == torch::IntArrayRef({1, rows, ls[i]->out_features()}));
+          CHECK((got[i].scalar_type() == dtype));
+          CHECK(torch::equal(got[i], ls[i]->forward(x)));  // bit for bit
+        }
+      }
+    }
+  CHECK(has(error_of<lli::RuntimeError>([] { lli::nn::quant_linear_group(torch::randn({1, 32}), {}, {}); }), "0 weights"));
+}
+
 TEST_CASE("quant linear: a quantized nn::Linear keeps its shape, drops its float weight, and rejects a bad input") {
   lli::nn::Linear lin(64, 40, true);
   torch::NoGradGuard ng;
