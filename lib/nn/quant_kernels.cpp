@@ -366,9 +366,10 @@ LLI_VNNI_TARGET inline void chunk_scales(const __m512 (&ws)[R], const float* xd,
 // (every chunk when K % 512 == 0), and a masked last one. Steps alternate between two
 // accumulators (the FMA's latency no longer chains every step), and each step prefetches the
 // weights kQuantPrefetch bytes ahead. Measured on this 2-core VM (scratch bench: 16 layers of 7B
-// shapes, 1.83 GB, 2 threads, one parallel region per matrix, min of 7 interleaved passes, M = 1):
-// 47.5 GB/s before (one accumulator, masks in every chunk, no prefetch), 53.0 with prefetch 4 KiB
-// ahead (8 and 16 KiB: 53.4; 1 and 2 KiB: 48.9, 49.8), a plain read of the same bytes 62.8.
+// shapes, 1.83 GB, 2 threads, one parallel region per matrix, min of 11 interleaved passes, M = 1):
+// this kernel 59.4 GB/s against a plain read of the same bytes at 67.1; the kernel before it (one
+// accumulator, masks in every chunk, no prefetch) 47.5 against 62.4 in the next run. Prefetch
+// distance, in a scratch copy of the loop: 1, 2, 4, 8, 16 KiB gave 48.9, 49.8, 53.0, 53.4, 53.4 GB/s.
 constexpr int kQuantPrefetch = 4096;
 
 struct Q4kVnni {

@@ -161,12 +161,13 @@ std::vector<torch::Tensor> quant_gemv_group(const torch::Tensor& x, const std::v
   ybuf.resize(static_cast<std::size_t>(M * total));
   std::vector<torch::Tensor> outs, biases;
   std::vector<Part> parts;
+  std::int64_t first = 0;
   for (std::size_t i = 0; i < nw; ++i) {
     outs.push_back(torch::empty({M, ws[i]->N}, x2.options()));  // [M, N_i]
     biases.push_back(bs[i].defined() ? bs[i].to(torch::kFloat32).contiguous() : bs[i]);
-    parts.push_back({ws[i]->view(), i == 0 ? 0 : parts.back().first + ws[i - 1]->N,
-                     ybuf.data() + M * (i == 0 ? 0 : parts.back().first + ws[i - 1]->N),
+    parts.push_back({ws[i]->view(), first, ybuf.data() + M * first,
                      biases.back().defined() ? biases.back().data_ptr<float>() : nullptr, outs.back().data_ptr()});
+    first += ws[i]->N;
   }
   const bool out_bf16 = x2.scalar_type() == torch::kBFloat16;
   if (M > 0)
