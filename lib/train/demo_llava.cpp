@@ -124,13 +124,7 @@ void init_weights(m::LlavaImpl& model, std::uint64_t seed, const DemoLlavaOption
   }
 }
 
-// One training conversation: its token ids, where the answer starts, which image, what kind.
-struct Example {
-  std::vector<text::TokenId> ids;
-  std::size_t answer_start = 0;  // ids[answer_start..] = the answer's tokens and </s>
-  std::int64_t image = 0;
-  int kind = 0;  // world::QuestionKind, or kCaptionKind
-};
+using Example = ChatExample;
 
 // LLaVA's first training stage in miniature: the scene's caption as the answer to one fixed
 // question. It names every object's colour and kind from left to right: a dense signal that gets
@@ -355,6 +349,68 @@ void append_patch_targets(const world::Scene& sc, int g, std::vector<std::int64_
   }
 }
 
+at::Tensor answer_hidden(m::LlavaImpl& model, const at::Tensor& image_features, const std::vector<ChatExample>& ex,
+                         std::int64_t pad_id, std::vector<std::int64_t>& targets, std::vector<std::size_t>& owner,
+                         bool shared_prefix) {
+  if (ex.empty()) throw RuntimeError("demo-llava: no conversations to score");
+  // P: the tokens all conversations share (a prefix of each, ending before every answer's scored
+  // positions); 0 when not shared.
+  std::size_t P = 0;
+  if (shared_prefix) {
+    P = ex[0].ids.size();
+    for (const auto& e : ex) {
+      const auto mm = std::mismatch(ex[0].ids.begin(), ex[0].ids.begin() + static_cast<std::ptrdiff_t>(P),
+                                    e.ids.begin(), e.ids.end());
+      P = std::min(P, static_cast<std::size_t>(mm.first - ex[0].ids.begin()));
+      P = std::min(P, e.answer_start - 1);  // position answer_start - 1 is scored: it must be in the remainder
+    }
+  }
+  std::size_t L = 0;  // the longest remainder
+  for (const auto& e : ex) L = std::max(L, e.ids.size() - P);
+  const auto Q = static_cast<std::int64_t>(ex.size());
+  // Right-padded batch: the causal mask keeps the padding out of every scored position.
+  auto ids = torch::full({Q, static_cast<std::int64_t>(L)}, pad_id, torch::kInt64);  // [Q, L]
+  std::vector<std::int64_t> img_idx, pos;
+  for (std::size_t b = 0; b < ex.size(); ++b) {
+    const auto& e = ex[b];
+    std::copy(e.ids.begin() + static_cast<std::ptrdiff_t>(P), e.ids.end(),
+              ids[static_cast<std::int64_t>(b)].data_ptr<std::int64_t>());
+    img_idx.push_back(e.image);
+    for (std::size_t t = e.answer_start; t < e.ids.size(); ++t) {  // position t - 1 predicts token t
+      pos.push_back(static_cast<std::int64_t>(b * L + (t - 1 - P)));
+      targets.push_back(e.ids[t]);
+      owner.push_back(b);
+    }
+  }
+  auto& lm = *model.language_model;
+  torch::Tensor h;  // [Q, L, Dt]
+  if (P == 0) {
+    h = lm.final_hidden(model.embed_inputs(ids, image_features.index_select(0, torch::tensor(img_idx))));
+  } else {
+    // The shared prefix once per image (its image tokens carry that image's features) ...
+    const auto n_img = image_features.size(0);
+    auto prefix = torch::tensor(std::vector<std::int64_t>(ex[0].ids.begin(), ex[0].ids.begin() + static_cast<std::ptrdiff_t>(P)))
+                      .unsqueeze(0)
+                      .expand({n_img, static_cast<std::int64_t>(P)});              // [n_img, P]
+    models::KVCache pc = lm.make_cache(static_cast<std::int64_t>(P), n_img);
+    lm.final_hidden(model.embed_inputs(prefix, image_features), &pc);
+    // ... and each conversation's remainder after its image's keys and values.
+    const auto sel = torch::tensor(img_idx);
+    models::KVCache qc;
+    for (std::size_t l = 0; l < pc.k.size(); ++l) {
+      auto grow = [&](const torch::Tensor& t) {  // [n_img, Hkv, P, hd] -> [Q, Hkv, P + L, hd]
+        auto s = t.index_select(0, sel);
+        return torch::cat({s, torch::zeros({Q, s.size(1), static_cast<std::int64_t>(L), s.size(3)}, s.options())}, 2);
+      };
+      qc.k.push_back(grow(pc.k[l]));
+      qc.v.push_back(grow(pc.v[l]));
+    }
+    qc.n_past = static_cast<std::int64_t>(P);
+    h = lm.final_hidden(model.embed_inputs(ids, torch::Tensor()), &qc);
+  }
+  return h.reshape({-1, h.size(2)}).index_select(0, torch::tensor(pos));  // [n, Dt]
+}
+
 TrainReport train_demo_llava(const DemoLlavaOptions& o) {
   if (o.out_dir.empty()) throw UsageError("demo-llava: no output directory");
   if (o.steps < 1 || o.images_per_step < 1) throw UsageError("demo-llava: steps and images must be >= 1");
@@ -435,30 +491,11 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
       for (const auto& qa : world::questions(sc, seed))
         ex.push_back(make_example(tok, itc, tmpl, qa.question, qa.answer, static_cast<int>(qa.kind), i));
     }
-    // Right-padded batch: the causal mask keeps the padding out of every scored position.
-    std::size_t L = 0;
-    for (const auto& e : ex) L = std::max(L, e.ids.size());
-    const auto Q = static_cast<std::int64_t>(ex.size());
-    auto ids = torch::full({Q, static_cast<std::int64_t>(L)}, pad_id, torch::kInt64);  // [Q, L]
-    std::vector<std::int64_t> img_idx, pos, tgt;
+    const auto patches = patch_features(*model, torch::cat(px));  // [n_img, N, Dv]
+    const auto feats = model->multi_modal_projector(patches);     // [n_img, N, Dt]
+    std::vector<std::int64_t> tgt;
     std::vector<std::size_t> owner;  // example of each scored position
-    for (std::size_t b = 0; b < ex.size(); ++b) {
-      const auto& e = ex[b];
-      auto* row = ids[static_cast<std::int64_t>(b)].data_ptr<std::int64_t>();
-      std::copy(e.ids.begin(), e.ids.end(), row);
-      img_idx.push_back(e.image);
-      for (std::size_t t = e.answer_start; t < e.ids.size(); ++t) {  // position t - 1 predicts token t
-        pos.push_back(static_cast<std::int64_t>(b * L + t - 1));
-        tgt.push_back(e.ids[t]);
-        owner.push_back(b);
-      }
-    }
-    const auto patches = patch_features(*model, torch::cat(px));                                    // [n_img, N, Dv]
-    const auto feats = model->multi_modal_projector(patches);                                       // [n_img, N, Dt]
-    const auto feats_q = feats.index_select(0, torch::tensor(img_idx, torch::kInt64));              // [Q, N, Dt]
-    const auto emb = model->embed_inputs(ids, feats_q);                                             // [Q, L, Dt]
-    const auto h = model->language_model->final_hidden(emb);                                        // [Q, L, Dt]
-    const auto hs = h.reshape({-1, h.size(2)}).index_select(0, torch::tensor(pos, torch::kInt64));  // [n, Dt]
+    const auto hs = answer_hidden(*model, feats, ex, pad_id, tgt, owner);  // [n, Dt]
     const auto logits = torch::matmul(hs, model->language_model->output_weight().t());              // [n, V]
     const auto target = torch::tensor(tgt, torch::kInt64);
     auto loss = torch::nn::functional::cross_entropy(logits, target);

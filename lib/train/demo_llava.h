@@ -35,6 +35,13 @@
 #include "train/train_report.h"
 #include "world/shapes_world.h"
 
+namespace at {
+class Tensor;
+}
+namespace lli::models {
+struct LlavaImpl;
+}
+
 namespace lli::train {
 
 // The question demo-llava is trained to answer with the scene's caption (world::caption).
@@ -72,6 +79,28 @@ struct DemoLlavaOptions {
 // `colour` in row-major order, the order of the tower's patch tokens.
 void append_patch_targets(const world::Scene& sc, int g, std::vector<std::int64_t>& kind,
                           std::vector<std::int64_t>& colour);
+
+// One training conversation: its token ids (the image token expanded), where the answer starts,
+// which image of the step, what kind of question (world::QuestionKind, or 5 for the caption).
+struct ChatExample {
+  std::vector<std::int64_t> ids;  // text::TokenId
+  std::size_t answer_start = 0;  // ids[answer_start..] = the answer's tokens and </s>
+  std::int64_t image = 0;
+  int kind = 0;
+};
+
+// Stage 2's language-model pass: the final hidden states [n, Dt] of the n positions that predict
+// the examples' answer tokens (position t - 1 for each answer token t, example by example), their
+// target ids in `targets` and example indices in `owner`. image_features: [n_img, N, Dt], the
+// projected patches of the step's images. shared_prefix: the tokens every conversation starts with
+// (the template, the image tokens; their image differs) run once per image, and each conversation's
+// remainder continues from that image's keys and values — the same sums as each whole conversation
+// on its own (shared_prefix = false, kept for the test), at about half the tokens when a scene has
+// six questions.
+at::Tensor answer_hidden(models::LlavaImpl& model, const at::Tensor& image_features,
+                         const std::vector<ChatExample>& examples, std::int64_t pad_id,
+                         std::vector<std::int64_t>& targets, std::vector<std::size_t>& owner,
+                         bool shared_prefix = true);
 
 // Trains and writes the model into out_dir (each file atomically). Progress on stderr.
 TrainReport train_demo_llava(const DemoLlavaOptions& o);

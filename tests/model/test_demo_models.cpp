@@ -9,6 +9,8 @@
 
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "models/llava.h"
+#include "nn/grad_mode.h"
 #include "pipelines/generate.h"
 #include "pipelines/segment_sam.h"
 #include "test_util.h"
@@ -175,6 +177,46 @@ TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give 
   CHECK(r.scenes >= 2);
   o.patch_size = 7;
   CHECK_THROWS_AS(lli::train::train_demo_llava(o), lli::UsageError);
+}
+
+TEST_CASE("demo-llava training: conversations after a shared prefix score as each whole conversation alone") {
+  // llava-tiny-a (fp32): three conversations on two images that share the template and the image
+  // tokens, then differ in length and content; the shared-prefix pass must give the same hidden
+  // states at the scored positions, the same targets, and the same gradients for the image features.
+  namespace m = lli::models;
+  lli::nn::TrainingScope training;
+  auto model = m::load_llava(lli::test::fixtures_dir() / "llava-tiny-a");
+  const auto& cfg = model->cfg;
+  const std::int64_t N = cfg.tokens_per_image(), img = cfg.image_token_index;
+  std::vector<std::int64_t> head = {1, 3148, 1001, 29901};
+  head.insert(head.end(), static_cast<std::size_t>(N), img);
+  head.push_back(13);
+  auto conv = [&](std::vector<std::int64_t> rest, std::size_t answer_len, std::int64_t image) {
+    lli::train::ChatExample e;
+    e.ids = head;
+    e.ids.insert(e.ids.end(), rest.begin(), rest.end());
+    e.answer_start = e.ids.size() - answer_len;
+    e.image = image;
+    return e;
+  };
+  const std::vector<lli::train::ChatExample> ex = {conv({1724, 338, 29973, 319, 29901, 2654, 2}, 2, 0),
+                                                   conv({1128, 29973, 3117, 2}, 3, 1),
+                                                   conv({1724, 4086, 338, 278, 5810, 29973, 3869, 1, 2}, 3, 0)};
+  torch::manual_seed(3);
+  const auto feats = torch::randn({2, N, cfg.text.hidden_size}).requires_grad_(true);  // [2, N, Dt]
+  std::vector<std::int64_t> t_full, t_shared;
+  std::vector<std::size_t> o_full, o_shared;
+  const auto h_full = lli::train::answer_hidden(*model, feats, ex, 0, t_full, o_full, false);
+  const auto g_full = torch::autograd::grad({h_full.pow(2).sum()}, {feats})[0];
+  const auto h_shared = lli::train::answer_hidden(*model, feats, ex, 0, t_shared, o_shared, true);
+  const auto g_shared = torch::autograd::grad({h_shared.pow(2).sum()}, {feats})[0];
+  REQUIRE(h_full.size(0) == 8);  // 2 + 3 + 3 scored positions
+  CHECK(t_full == t_shared);
+  CHECK(o_full == o_shared);
+  CHECK(t_full == std::vector<std::int64_t>{2654, 2, 29973, 3117, 2, 3869, 1, 2});
+  CHECK(torch::allclose(h_shared, h_full, 1e-4, 1e-5));
+  CHECK(torch::allclose(g_shared, g_full, 1e-4, 1e-5));
+  CHECK(g_full.abs().sum().item<double>() > 0);
 }
 
 TEST_CASE("demo-llava stage 1 targets: each patch names the object covering most of it, else the background") {
