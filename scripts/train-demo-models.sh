@@ -32,8 +32,8 @@ for name in "${NAMES[@]}"; do
       # the tokenizer shipped with it is the real LLaMA SentencePiece model of the llava-tiny-a fixture
       echo "== demo-llava (models/demo-llava)" >&2
       "$BIN" llava --out models/demo-llava --tokenizer tests/fixtures/llava-tiny-a \
-        --vision-steps 6000 --align-steps 1500 --steps "${LLI_DEMO_LLAVA_STEPS:-2400}" \
-        --dense-weight 0.5 --curriculum false --seed 1 --threads 2 --eval-questions 200 --progress --json
+        --vision-steps 12000 --align-steps 1500 --steps "${LLI_DEMO_LLAVA_STEPS:-2600}" \
+        --dense-weight 0.5 --curriculum false --present-questions false --seed 1 --threads 2 --eval-questions 200 --progress --json
       ;;
     gligen)
       # the tokenizer shipped with it is the real CLIP BPE tokenizer of the gligen-gen-tiny-a fixture;

@@ -1,12 +1,14 @@
 // lli-train-demo: trains lli's demo models on the shapes world (issue 13) and evaluates them.
 // Argument parsing only: the training loops and the evaluation live in lib/train/.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <string>
 
 #include "common/cli.h"
+#include "lli/fs.h"
 #include "lli/image.h"
 #include "lli/log.h"
 #include "train/demo_gligen.h"
@@ -123,6 +125,9 @@ int main(int argc, char** argv) {
   llava->add_option("--dense-weight", vo.dense_weight, "Weight of the per-patch loss kept in the LLaVA stage (0 = off)")
       ->capture_default_str();
   llava->add_option("--curriculum", vo.curriculum, "Large single objects first (true/false)")->capture_default_str();
+  llava->add_option("--present-questions", vo.present_questions,
+                    "Also ask about a shape each scene has (\"Is there a ...?\", \"How many ...?\"; true/false)")
+      ->capture_default_str();
   llava->add_option("--minutes", vo.max_minutes, "Stop after this many minutes of training (0 = no limit)");
   llava->add_option("--eval-questions", eval_questions, "Held-out questions per kind evaluated after training (0 = none)")
       ->capture_default_str();
@@ -132,6 +137,9 @@ int main(int argc, char** argv) {
   eval_llava->add_option("MODEL_DIR", eval_dir, "LLaVA checkpoint directory")->required();
   eval_llava->add_option("--questions", eval_questions, "Held-out questions per kind (scenes from seed 1)")
       ->capture_default_str();
+  std::string llava_answers;
+  for (auto* c : {llava, eval_llava})
+    c->add_option("--answers", llava_answers, "Also write every evaluated question and answer here (TSV)");
 
   train::DemoGligenOptions go;
   train::GligenEvalOptions ge;
@@ -245,6 +253,18 @@ int main(int argc, char** argv) {
           kinds[name] = {{"questions", g.questions}, {"correct", g.correct}, {"accuracy", g.accuracy()}};
         }
         j["eval"] = {{"scenes", r.scenes}, {"kinds", kinds}};
+        if (!llava_answers.empty()) {
+          std::string tsv = "seed\tkind\tquestion\texpected\tanswer\n";
+          auto cell = [](std::string t) {  // one line, no tabs
+            for (auto& c : t)
+              if (c == '\t' || c == '\n' || c == '\r') c = ' ';
+            return t;
+          };
+          for (const auto& a : r.answers)
+            tsv += fmt::format("{}\t{}\t{}\t{}\t{}\n", a.seed, world::question_kind_name(a.kind), cell(a.question),
+                               cell(a.expected), cell(a.answer));
+          write_file_atomic(llava_answers, tsv);
+        }
       }
       if (o.json) std::printf("%s\n", j.dump().c_str());
       return;

@@ -490,6 +490,11 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
       ex.push_back(make_example(tok, itc, tmpl, kDemoLlavaCaptionQuestion, world::caption(sc), kCaptionKind, i));
       for (const auto& qa : world::questions(sc, seed))
         ex.push_back(make_example(tok, itc, tmpl, qa.question, qa.answer, static_cast<int>(qa.kind), i));
+      if (o.present_questions && !sc.objects.empty()) {  // see DemoLlavaOptions::present_questions
+        const world::Shape sh = sc.objects[(seed * 0x9E3779B97F4A7C15ull >> 32) % sc.objects.size()].shape;
+        for (const auto& qa : {world::exists_question(sc, sh), world::count_question(sc, sh)})
+          ex.push_back(make_example(tok, itc, tmpl, qa.question, qa.answer, static_cast<int>(qa.kind), i));
+      }
     }
     const auto patches = patch_features(*model, torch::cat(px));  // [n_img, N, Dv]
     const auto feats = model->multi_modal_projector(patches);     // [n_img, N, Dt]
@@ -589,7 +594,9 @@ LlavaEvalResult evaluate_demo_llava(const std::filesystem::path& model_dir, int 
       }
       chat.reset();
       ++k.questions;
-      k.correct += chat.ask(qa.question, greedy).text == qa.answer ? 1 : 0;
+      LlavaEvalAnswer a{seed, qa.kind, qa.question, qa.answer, chat.ask(qa.question, greedy).text};
+      k.correct += a.answer == a.expected ? 1 : 0;
+      r.answers.push_back(std::move(a));
     }
   }
   return r;

@@ -274,12 +274,7 @@ std::vector<QA> questions(const Scene& s, std::uint64_t seed) {
     const Object* o = unique_shape[static_cast<std::size_t>(rng.below(static_cast<int>(unique_shape.size())))];
     out.push_back({QuestionKind::colour, std::string("What colour is the ") + shape_name(o->shape) + "?", colour_name(o->colour)});
   }
-  // count
-  {
-    const auto sh = static_cast<Shape>(rng.below(kShapeCount));
-    out.push_back({QuestionKind::count, std::string("How many ") + shape_plural(sh) + " are there?",
-                   std::to_string(per_shape[static_cast<std::size_t>(sh)])});
-  }
+  out.push_back(count_question(s, static_cast<Shape>(rng.below(kShapeCount))));
   // kind
   auto unique_colour = once([&](const Object& o) { return per_colour[static_cast<std::size_t>(o.colour)] == 1; });
   if (!unique_colour.empty()) {
@@ -307,13 +302,25 @@ std::vector<QA> questions(const Scene& s, std::uint64_t seed) {
     const auto& p = pos[static_cast<std::size_t>(rng.below(static_cast<int>(pos.size())))];
     out.push_back({QuestionKind::position, std::string("What is left of the ") + shape_name(p.first->shape) + "?", p.second->name()});
   }
-  // exists
-  {
-    const auto sh = static_cast<Shape>(rng.below(kShapeCount));
-    out.push_back({QuestionKind::exists, std::string("Is there a ") + shape_name(sh) + "?",
-                   per_shape[static_cast<std::size_t>(sh)] ? "yes" : "no"});
-  }
+  out.push_back(exists_question(s, static_cast<Shape>(rng.below(kShapeCount))));
   return out;
+}
+
+namespace {
+int count_of(const Scene& s, Shape shape) {
+  int n = 0;
+  for (const auto& o : s.objects) n += o.shape == shape;
+  return n;
+}
+}  // namespace
+
+QA count_question(const Scene& s, Shape shape) {
+  return {QuestionKind::count, std::string("How many ") + shape_plural(shape) + " are there?",
+          std::to_string(count_of(s, shape))};
+}
+
+QA exists_question(const Scene& s, Shape shape) {
+  return {QuestionKind::exists, std::string("Is there a ") + shape_name(shape) + "?", count_of(s, shape) ? "yes" : "no"};
 }
 
 }  // namespace lli::world

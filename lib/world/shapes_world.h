@@ -91,6 +91,11 @@ struct QA {
 // triangle?").
 std::vector<QA> questions(const Scene& s, std::uint64_t seed);
 
+// The count and exists questions about one kind ("How many stars are there?" -> "0", "1", ...;
+// "Is there a star?" -> "yes" / "no"), as questions() asks them.
+QA count_question(const Scene& s, Shape shape);
+QA exists_question(const Scene& s, Shape shape);
+
 // Seeded generator: splitmix64 (public domain algorithm by S. Vigna).
 class Rng {
  public:

@@ -29,11 +29,11 @@ namespace {
 fs::path demo_llava_dir() { return fs::path(LLI_SAMPLES).parent_path() / "models" / "demo-llava"; }
 
 // What the shipped demo-llava answered right through lli-chat on these 200 held-out questions per
-// kind (bf16, lli-chat's default here; the same with 1 and 2 threads): colour 126, count 142, kind
-// 172, position 68, exists 135, less 2 questions (1 %) for bf16 rounding on other CPUs. The issue
-// asks for 90 %: models/demo-llava/MODEL_CARD.md says what limits it. Count and exists are at their
-// best constant answer ("0", "no") on these questions.
-constexpr std::array<int, 5> kMinCorrect = {124, 140, 170, 66, 133};  // colour, count, kind, position, exists
+// kind (bf16, lli-chat's default here; the same with 1 and 2 threads): colour 121, count 142, kind
+// 191, position 79, exists 135, less 2 questions (1 %) for bf16 rounding on other CPUs. The issue
+// asks for 90 %: kind meets it; models/demo-llava/MODEL_CARD.md says what limits the others. Count
+// and exists are at their best constant answer ("0", "no") on these questions.
+constexpr std::array<int, 5> kMinCorrect = {119, 140, 189, 77, 133};  // colour, count, kind, position, exists
 
 }  // namespace
 

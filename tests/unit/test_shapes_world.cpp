@@ -157,6 +157,21 @@ TEST_CASE("shapes world: captions and questions agree with the ground truth") {
       }
     }
   }
+  // The count and exists questions about a kind the scene has (demo-llava's training asks them too).
+  for (std::uint64_t seed = 1; seed <= 50; ++seed) {
+    const auto s = w::make_scene(seed);
+    for (const auto& o : s.objects) {
+      const auto e = w::exists_question(s, o.shape), c = w::count_question(s, o.shape);
+      CHECK(e.kind == w::QuestionKind::exists);
+      CHECK(e.question == std::string("Is there a ") + w::shape_name(o.shape) + "?");
+      CHECK(e.answer == "yes");
+      CHECK(c.kind == w::QuestionKind::count);
+      CHECK(c.question == std::string("How many ") + w::shape_plural(o.shape) + " are there?");
+      int n = 0;
+      for (const auto& p : s.objects) n += p.shape == o.shape;
+      CHECK(c.answer == std::to_string(n));
+    }
+  }
   MESSAGE("questions per kind over 300 scenes: colour " << kinds["colour"] << ", count " << kinds["count"] << ", kind "
                                                         << kinds["kind"] << ", position " << kinds["position"]
                                                         << ", exists " << kinds["exists"]);
