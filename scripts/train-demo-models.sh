@@ -32,7 +32,7 @@ for name in "${NAMES[@]}"; do
       # the tokenizer shipped with it is the real LLaMA SentencePiece model of the llava-tiny-a fixture
       echo "== demo-llava (models/demo-llava)" >&2
       "$BIN" llava --out models/demo-llava --tokenizer tests/fixtures/llava-tiny-a \
-        --vision-steps 12000 --align-steps 1500 --steps "${LLI_DEMO_LLAVA_STEPS:-2600}" \
+        --vision-steps 10000 --align-steps 1500 --steps "${LLI_DEMO_LLAVA_STEPS:-3400}" --keyword-weight 1 \
         --dense-weight 0.5 --curriculum false --present-questions false --seed 1 --threads 2 --eval-questions 200 --progress --json
       ;;
     gligen)

@@ -128,6 +128,13 @@ int main(int argc, char** argv) {
   llava->add_option("--present-questions", vo.present_questions,
                     "Also ask about a shape each scene has (\"Is there a ...?\", \"How many ...?\"; true/false)")
       ->capture_default_str();
+  llava->add_option("--keyword-weight", vo.keyword_weight,
+                    "Weight of the keyword loss in the LLaVA stage: the question's colour or shape word predicts the "
+                    "answer's first word (0 = off)")
+      ->capture_default_str();
+  llava->add_option("--reinit-text-layers", vo.reinit_text_layers,
+                    "With --init: the language model's layers (not its word embeddings) initialised afresh")
+      ->capture_default_str();
   llava->add_option("--minutes", vo.max_minutes, "Stop after this many minutes of training (0 = no limit)");
   llava->add_option("--eval-questions", eval_questions, "Held-out questions per kind evaluated after training (0 = none)")
       ->capture_default_str();

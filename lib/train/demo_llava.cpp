@@ -7,6 +7,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -61,6 +62,7 @@ json demo_llava_config(const DemoLlavaOptions& o, std::int64_t vocab, std::int64
                {"head_dim", head_dim},
                {"max_position_embeddings", 512},
                {"rms_norm_eps", 1e-5},
+               {"rope_theta", 10000.0},  // LLaMA's RoPE base
                {"vocab_size", vocab},
                {"tie_word_embeddings", true}};
   return {{"architectures", {"LlavaForConditionalGeneration"}},
@@ -100,12 +102,16 @@ json demo_llava_preprocessor(int side) {
 // the patch convolution, position embeddings) and the class embedding ~ N(0, 0.02), norms' weights
 // 1, biases 0; the projections that write into a residual stream (o_proj, down_proj, out_proj,
 // fc2) scaled by 1 / sqrt(2 * layers) as in GPT-2, so that the stream does not grow with depth.
-void init_weights(m::LlavaImpl& model, std::uint64_t seed, const DemoLlavaOptions& o) {
+// only_text_layers: the language model's decoder layers and final norm alone (--reinit-text-layers).
+void init_weights(m::LlavaImpl& model, std::uint64_t seed, const DemoLlavaOptions& o, bool only_text_layers = false) {
   torch::NoGradGuard ng;
   torch::manual_seed(seed);
   for (auto& p : model.named_parameters(true)) {
     const std::string& n = p.key();
     auto& t = p.value();
+    if (only_text_layers && (n.rfind("language_model", 0) != 0 || ends_with(n, "embed_tokens.weight") ||
+                             ends_with(n, "lm_head.weight")))
+      continue;
     if (t.dim() >= 2 || ends_with(n, "class_embedding")) {
       t.normal_(0.0, 0.02);
       const bool residual_out = ends_with(n, "o_proj.weight") || ends_with(n, "down_proj.weight") ||
@@ -147,6 +153,27 @@ world::SceneConfig curriculum(std::int64_t step, std::int64_t steps) {
   return c;
 }
 
+// The end of the question's last colour or shape word ("What colour is the star?" -> after "star",
+// "How many circles are there?" -> after "circles", "What shape is the red object?" -> after
+// "red"); npos when it has none.
+std::size_t keyword_end(const std::string& q) {
+  std::vector<std::string> words;
+  for (int c = 0; c < world::kColourCount; ++c) words.emplace_back(world::colour_name(static_cast<world::Colour>(c)));
+  for (int k = 0; k < world::kShapeCount; ++k) {
+    words.emplace_back(world::shape_name(static_cast<world::Shape>(k)));
+    words.emplace_back(world::shape_plural(static_cast<world::Shape>(k)));
+  }
+  auto letter = [](char ch) { return std::isalpha(static_cast<unsigned char>(ch)) != 0; };
+  std::size_t best = std::string::npos;
+  for (const auto& w : words)
+    for (std::size_t at = q.find(w); at != std::string::npos; at = q.find(w, at + 1)) {
+      const std::size_t end = at + w.size();
+      if ((at > 0 && letter(q[at - 1])) || (end < q.size() && letter(q[end]))) continue;
+      if (best == std::string::npos || end > best) best = end;
+    }
+  return best;
+}
+
 constexpr int kCaptionKind = 5;  // after the world's 5 question kinds in the statistics
 
 Example make_example(const text::LlamaTokenizer& tok, const text::ImageTokenConfig& itc, const text::ChatTemplate& tmpl,
@@ -162,6 +189,21 @@ Example make_example(const text::LlamaTokenizer& tok, const text::ImageTokenConf
   e.answer_start = prompt.size();
   e.image = image;
   e.kind = kind;
+  // The keyword loss's position and target (DemoLlavaOptions::keyword_weight): the question cut
+  // after its keyword renders to a prefix of the conversation up to the keyword's last token.
+  const std::size_t kw_end = keyword_end(question);
+  if (kw_end != std::string::npos) {
+    turn = {question.substr(0, kw_end), std::nullopt, true};
+    const auto cut = text::encode_llava_prompt(tok, itc, tmpl.render({turn}));
+    const auto mm = std::mismatch(cut.begin(), cut.end(), e.ids.begin(), e.ids.end());
+    const auto common = static_cast<std::size_t>(mm.first - cut.begin());
+    std::size_t a = e.answer_start;
+    while (a < e.ids.size() && tok.id_to_piece(static_cast<text::TokenId>(e.ids[a])) == "\u2581") ++a;  // " 2": "▁", "2"
+    if (common > 1 && common < e.answer_start && a < e.ids.size()) {
+      e.keyword_pos = common - 1;
+      e.keyword_target = e.ids[a];
+    }
+  }
   return e;
 }
 
@@ -328,6 +370,12 @@ void pretrain_vision(m::LlavaImpl& model, DenseHeads* heads, const DenseAlignmen
 
 }  // namespace
 
+ChatExample make_chat_example(const text::LlamaTokenizer& tok, const text::ImageTokenConfig& itc,
+                              const text::ChatTemplate& tmpl, const std::string& question, const std::string& answer,
+                              int kind, std::int64_t image) {
+  return make_example(tok, itc, tmpl, question, answer, kind, image);
+}
+
 void append_patch_targets(const world::Scene& sc, int g, std::vector<std::int64_t>& kind,
                           std::vector<std::int64_t>& colour) {
   const std::size_t base = kind.size(), n = static_cast<std::size_t>(g) * static_cast<std::size_t>(g);
@@ -351,7 +399,7 @@ void append_patch_targets(const world::Scene& sc, int g, std::vector<std::int64_
 
 at::Tensor answer_hidden(m::LlavaImpl& model, const at::Tensor& image_features, const std::vector<ChatExample>& ex,
                          std::int64_t pad_id, std::vector<std::int64_t>& targets, std::vector<std::size_t>& owner,
-                         bool shared_prefix) {
+                         bool shared_prefix, bool keywords) {
   if (ex.empty()) throw RuntimeError("demo-llava: no conversations to score");
   // P: the tokens all conversations share (a prefix of each, ending before every answer's scored
   // positions); 0 when not shared.
@@ -363,6 +411,7 @@ at::Tensor answer_hidden(m::LlavaImpl& model, const at::Tensor& image_features, 
                                     e.ids.begin(), e.ids.end());
       P = std::min(P, static_cast<std::size_t>(mm.first - ex[0].ids.begin()));
       P = std::min(P, e.answer_start - 1);  // position answer_start - 1 is scored: it must be in the remainder
+      if (keywords && e.keyword_target >= 0) P = std::min(P, e.keyword_pos);
     }
   }
   std::size_t L = 0;  // the longest remainder
@@ -381,6 +430,14 @@ at::Tensor answer_hidden(m::LlavaImpl& model, const at::Tensor& image_features, 
       targets.push_back(e.ids[t]);
       owner.push_back(b);
     }
+  }
+  for (std::size_t b = 0; keywords && b < ex.size(); ++b) {
+    const auto& e = ex[b];
+    if (e.keyword_target < 0) continue;
+    if (e.keyword_pos >= e.ids.size()) throw RuntimeError("demo-llava: a keyword position lies after its conversation");
+    pos.push_back(static_cast<std::int64_t>(b * L + (e.keyword_pos - P)));
+    targets.push_back(e.keyword_target);
+    owner.push_back(b);
   }
   auto& lm = *model.language_model;
   torch::Tensor h;  // [Q, L, Dt]
@@ -408,7 +465,7 @@ at::Tensor answer_hidden(m::LlavaImpl& model, const at::Tensor& image_features, 
     qc.n_past = static_cast<std::int64_t>(P);
     h = lm.final_hidden(model.embed_inputs(ids, torch::Tensor()), &qc);
   }
-  return h.reshape({-1, h.size(2)}).index_select(0, torch::tensor(pos));  // [n, Dt]
+  return h.reshape({-1, h.size(2)}).index_select(0, torch::tensor(pos));  // [n + keyword rows, Dt]
 }
 
 TrainReport train_demo_llava(const DemoLlavaOptions& o) {
@@ -446,6 +503,10 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
     bo.source = ckpt.source();
     bind_weights(*model, load_tensors(ckpt), bo);
     log_info("demo-llava: weights from {}", o.init_dir.string());
+    if (o.reinit_text_layers) {
+      init_weights(*model, o.seed, o, true);
+      log_info("demo-llava: the language model's layers initialised afresh");
+    }
   }
   TrainReport rep;
   auto opt = make_trainable_adamw(
@@ -473,6 +534,7 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
   double acc_loss = 0;
   int acc_n = 0;
   std::array<int, 6> q_seen{}, q_right{};
+  std::array<int, 6> kw_seen{}, kw_right{};  // keyword targets right per kind (teacher-forced)
   while (loop.next()) {
     const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
@@ -500,10 +562,27 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
     const auto feats = model->multi_modal_projector(patches);     // [n_img, N, Dt]
     std::vector<std::int64_t> tgt;
     std::vector<std::size_t> owner;  // example of each scored position
-    const auto hs = answer_hidden(*model, feats, ex, pad_id, tgt, owner);  // [n, Dt]
-    const auto logits = torch::matmul(hs, model->language_model->output_weight().t());              // [n, V]
-    const auto target = torch::tensor(tgt, torch::kInt64);
+    const bool kw = o.keyword_weight > 0;
+    std::int64_t n_kw = 0;  // the keyword rows after the answers' (answer_hidden)
+    for (const auto& e : ex) n_kw += kw && e.keyword_target >= 0;
+    const auto hs_all = answer_hidden(*model, feats, ex, pad_id, tgt, owner, true, kw);  // [n + n_kw, Dt]
+    const auto n_ans = hs_all.size(0) - n_kw;
+    const auto logits_all = torch::matmul(hs_all, model->language_model->output_weight().t());  // [n + n_kw, V]
+    const auto target_all = torch::tensor(tgt, torch::kInt64);
+    const auto logits = logits_all.narrow(0, 0, n_ans), target = target_all.narrow(0, 0, n_ans);  // the answers
     auto loss = torch::nn::functional::cross_entropy(logits, target);
+    if (n_kw > 0) {
+      const auto kl = logits_all.narrow(0, n_ans, n_kw), kt = target_all.narrow(0, n_ans, n_kw);
+      loss = loss + o.keyword_weight * torch::nn::functional::cross_entropy(kl, kt);
+      torch::NoGradGuard ng;
+      const auto r = (kl.detach().argmax(1) == kt).contiguous();
+      const auto* rp = r.data_ptr<bool>();
+      for (std::int64_t k = 0; k < n_kw; ++k) {
+        const auto q = static_cast<std::size_t>(ex[owner[static_cast<std::size_t>(n_ans + k)]].kind);
+        ++kw_seen[q];
+        kw_right[q] += rp[k];
+      }
+    }
     if (o.dense_weight > 0) {
       std::int64_t obj = 0, kind_ok = 0, colour_ok = 0;
       loss = loss + o.dense_weight * align.loss(*model, feats, kt, ct, obj, kind_ok, colour_ok);
@@ -529,7 +608,7 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
       const auto right = (logits.detach().argmax(1) == target).contiguous();
       const auto* r = right.data_ptr<bool>();
       std::vector<char> ok(ex.size(), 1);
-      for (std::size_t k = 0; k < owner.size(); ++k)
+      for (std::size_t k = 0; k < static_cast<std::size_t>(n_ans); ++k)
         if (!r[k]) ok[owner[k]] = 0;
       for (std::size_t b = 0; b < ex.size(); ++b) {
         ++q_seen[static_cast<std::size_t>(ex[b].kind)];
@@ -542,15 +621,25 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
       for (std::size_t k = 0; k < 6; ++k) a[k] = q_seen[k] ? static_cast<double>(q_right[k]) / q_seen[k] : 0.0;
       log_text += fmt::format("{}\t{:.1f}\t{:.3g}\t{:.5f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\t{:.3f}\n", step + 1,
                               loop.seconds(), lr, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5]);
+      std::string kw_text;  // the keyword targets right per kind, when trained
+      if (kw_seen[0] + kw_seen[1] + kw_seen[2] + kw_seen[3] + kw_seen[4] > 0)
+        kw_text = fmt::format("; at the keyword: colour {:.2f} count {:.2f} kind {:.2f} position {:.2f} exists {:.2f}",
+                              static_cast<double>(kw_right[0]) / std::max(1, kw_seen[0]),
+                              static_cast<double>(kw_right[1]) / std::max(1, kw_seen[1]),
+                              static_cast<double>(kw_right[2]) / std::max(1, kw_seen[2]),
+                              static_cast<double>(kw_right[3]) / std::max(1, kw_seen[3]),
+                              static_cast<double>(kw_right[4]) / std::max(1, kw_seen[4]));
       log_info(
           "demo-llava: step {} loss {:.4f} answers right: colour {:.2f} count {:.2f} kind {:.2f} position {:.2f} "
-          "exists {:.2f} caption {:.2f} ({:.0f} s)",
-          step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], loop.seconds());
+          "exists {:.2f} caption {:.2f}{} ({:.0f} s)",
+          step + 1, rep.final_loss, a[0], a[1], a[2], a[3], a[4], a[5], kw_text, loop.seconds());
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;
       q_seen = {};
       q_right = {};
+      kw_seen = {};
+      kw_right = {};
     }
   }
   rep.steps = loop.steps_run();

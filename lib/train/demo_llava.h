@@ -17,7 +17,8 @@
 //    single-turn conversation as lli-chat renders it ("<s>USER: <image>\n<question> ASSISTANT:
 //    <answer></s>", the image token expanded); loss = the cross-entropy of the answer's tokens and
 //    the closing </s> (teacher forcing; the output projection only at those positions) plus
-//    dense_weight x stage 1b's loss. Optionally (curriculum) large single objects first.
+//    dense_weight x stage 1b's loss plus keyword_weight x the keyword loss (the question's colour or
+//    shape word predicts the answer's first word). Optionally (curriculum) large single objects first.
 // The image goes through the processor lli-chat uses, configured to squash the whole scene to the
 // tower's square input (size {height, width}, no centre crop: a crop would cut off objects at the
 // sides).
@@ -41,6 +42,11 @@ class Tensor;
 namespace lli::models {
 struct LlavaImpl;
 }
+namespace lli::text {
+class LlamaTokenizer;
+struct ImageTokenConfig;
+struct ChatTemplate;
+}  // namespace lli::text
 
 namespace lli::train {
 
@@ -51,7 +57,7 @@ struct DemoLlavaOptions {
   std::filesystem::path out_dir;        // config.json, preprocessor_config.json, model.safetensors, tokenizer files
   std::filesystem::path tokenizer_dir;  // tokenizer.model (+ tokenizer_config.json, special_tokens_map.json,
                                         // added_tokens.json) copied from here
-  std::int64_t steps = 2600;            // LLaVA stage
+  std::int64_t steps = 3400;            // LLaVA stage
   std::uint64_t seed = 1;               // weight initialisation
   int images_per_step = 8;              // scenes per step; every question of each is trained
   double lr = 1e-3;
@@ -66,7 +72,7 @@ struct DemoLlavaOptions {
   // Stage 1 (see above), 2 * images_per_step scenes of the world's own distribution per step:
   // 1a, the vision tower with throw-away linear heads telling each patch's kind and colour; 1b, the
   // alignment of the projected patches to the words. 0 = skip.
-  std::int64_t vision_steps = 12000;
+  std::int64_t vision_steps = 10000;
   std::int64_t align_steps = 1500;
   std::filesystem::path init_dir;  // non-empty: start from this demo-llava checkpoint's weights (same sizes)
   double dense_weight = 0.5;       // > 0: stage 1b's per-patch loss, times this, added in stage 2
@@ -76,6 +82,14 @@ struct DemoLlavaOptions {
   // "no" and "0" are their usual answers, and a model that never looks scores 67 % and 71 % on them.
   // Off in the shipped run: tried once (MODEL_CARD.md), the model then answered "yes" / "1" instead.
   bool present_questions = false;
+  // > 0: the keyword loss, times this, added in stage 2: at the question's last colour or shape word
+  // ("What colour is the star?" at "star"), the model's next-token output must already be the
+  // answer's first word ("red"; "yes", "2", the neighbour's colour). The caption trains the lookup by
+  // colour this way at every object ("a red" -> "diamond"), and the kind answers (keyed by a colour)
+  // reached 95.5 % while the answers keyed by a shape stayed at chance (MODEL_CARD.md): this gives
+  // the lookup by shape the same one-step signal (measured: MODEL_CARD.md).
+  double keyword_weight = 1;
+  bool reinit_text_layers = false;  // with init_dir: the language model's layers (not its embeddings) afresh
 };
 
 // The per-patch targets of stage 1 for a scene squashed to the tower's square input with g x g
@@ -92,7 +106,18 @@ struct ChatExample {
   std::size_t answer_start = 0;  // ids[answer_start..] = the answer's tokens and </s>
   std::int64_t image = 0;
   int kind = 0;
+  // The keyword loss (DemoLlavaOptions::keyword_weight): position keyword_pos (the question's
+  // keyword's last token) should predict keyword_target; -1 = none.
+  std::size_t keyword_pos = 0;
+  std::int64_t keyword_target = -1;
 };
+
+// One single-turn conversation of stage 2 as lli-chat renders and tokenizes it, with the keyword
+// loss's position and target when the question names a colour or shape (its last one; the target
+// skips a lone "▁" piece, as in " 2").
+ChatExample make_chat_example(const text::LlamaTokenizer& tok, const text::ImageTokenConfig& itc,
+                              const text::ChatTemplate& tmpl, const std::string& question, const std::string& answer,
+                              int kind, std::int64_t image);
 
 // Stage 2's language-model pass: the final hidden states [n, Dt] of the n positions that predict
 // the examples' answer tokens (position t - 1 for each answer token t, example by example), their
@@ -101,11 +126,12 @@ struct ChatExample {
 // (the template, the image tokens; their image differs) run once per image, and each conversation's
 // remainder continues from that image's keys and values — the same sums as each whole conversation
 // on its own (shared_prefix = false, kept for the test), at about half the tokens when a scene has
-// six questions.
+// six questions. keywords: after all the answers' positions, one row per example with a keyword
+// target (its keyword_pos, target and owner), in example order.
 at::Tensor answer_hidden(models::LlavaImpl& model, const at::Tensor& image_features,
                          const std::vector<ChatExample>& examples, std::int64_t pad_id,
                          std::vector<std::int64_t>& targets, std::vector<std::size_t>& owner,
-                         bool shared_prefix = true);
+                         bool shared_prefix = true, bool keywords = false);
 
 // Trains and writes the model into out_dir (each file atomically). Progress on stderr.
 TrainReport train_demo_llava(const DemoLlavaOptions& o);

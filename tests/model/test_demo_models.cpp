@@ -9,10 +9,14 @@
 
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "lli/safetensors.h"
+#include "lli/tensor_io.h"
 #include "models/llava.h"
 #include "nn/grad_mode.h"
 #include "pipelines/generate.h"
 #include "pipelines/segment_sam.h"
+#include "text/chat_template.h"
+#include "text/llama_tokenizer.h"
 #include "test_util.h"
 #include "train/demo_gligen.h"
 #include "train/demo_lama.h"
@@ -161,6 +165,7 @@ TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give 
   o.vision_layers = o.text_layers = 1;
   o.heads = 2;
   o.vision_steps = o.align_steps = 2;  // stage 1 runs too
+  o.keyword_weight = 1;                 // and the keyword loss
   const auto rep = lli::train::train_demo_llava(o);
   CHECK(rep.steps == 3);
   CHECK(lli::read_file((t / "llava" / "train-log.tsv").string()).find("vision 2\t") != std::string::npos);
@@ -175,6 +180,28 @@ TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give 
   const auto r = lli::train::evaluate_demo_llava(t / "llava", 2, 1, lli::DTypeChoice::f32);
   for (const auto& k : r.by_kind) CHECK(k.questions == 2);
   CHECK(r.scenes >= 2);
+  // --init with --reinit-text-layers: the tower and the word embeddings kept, the LLaMA layers afresh.
+  auto o2 = o;
+  o2.init_dir = t / "llava";
+  o2.out_dir = t / "llava2";
+  o2.reinit_text_layers = true;
+  o2.vision_steps = o2.align_steps = 0;
+  o2.steps = 1;
+  o2.lr = 1e-9;
+  CHECK(lli::train::train_demo_llava(o2).steps == 1);
+  {
+    const auto a = lli::load_tensors(lli::st::Checkpoint::open(t / "llava" / "model.safetensors"));
+    const auto b = lli::load_tensors(lli::st::Checkpoint::open(t / "llava2" / "model.safetensors"));
+    for (const char* kept : {"vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",
+                             "multi_modal_projector.linear_1.weight", "language_model.model.embed_tokens.weight"}) {
+      CAPTURE(kept);
+      REQUIRE(a.count(kept) == 1);
+      CHECK(torch::allclose(a.at(kept).to(torch::kFloat32), b.at(kept).to(torch::kFloat32), 1e-3, 1e-4));
+    }
+    const char* fresh = "language_model.model.layers.0.self_attn.q_proj.weight";
+    REQUIRE(a.count(fresh) == 1);
+    CHECK(!torch::allclose(a.at(fresh).to(torch::kFloat32), b.at(fresh).to(torch::kFloat32), 1e-2, 1e-3));
+  }
   o.patch_size = 7;
   CHECK_THROWS_AS(lli::train::train_demo_llava(o), lli::UsageError);
 }
@@ -217,6 +244,63 @@ TEST_CASE("demo-llava training: conversations after a shared prefix score as eac
   CHECK(torch::allclose(h_shared, h_full, 1e-4, 1e-5));
   CHECK(torch::allclose(g_shared, g_full, 1e-4, 1e-5));
   CHECK(g_full.abs().sum().item<double>() > 0);
+
+  // The keyword rows follow the answers' in example order: one at the first answer's own scored
+  // position (the same row as that answer's), one inside the shared head (the prefix shrinks to
+  // keep it in the remainder).
+  auto kex = ex;
+  kex[0].keyword_pos = kex[0].answer_start - 1;
+  kex[0].keyword_target = 777;
+  kex[2].keyword_pos = head.size() - 1;
+  kex[2].keyword_target = 888;
+  std::vector<std::int64_t> tk_full, tk_shared;
+  std::vector<std::size_t> ok_full, ok_shared;
+  const auto hk_full = lli::train::answer_hidden(*model, feats, kex, 0, tk_full, ok_full, false, true);
+  const auto hk_shared = lli::train::answer_hidden(*model, feats, kex, 0, tk_shared, ok_shared, true, true);
+  REQUIRE(hk_full.size(0) == 10);
+  CHECK(tk_full == std::vector<std::int64_t>{2654, 2, 29973, 3117, 2, 3869, 1, 2, 777, 888});
+  CHECK(ok_full == std::vector<std::size_t>{0, 0, 1, 1, 1, 2, 2, 2, 0, 2});
+  CHECK(tk_shared == tk_full);
+  CHECK(ok_shared == ok_full);
+  CHECK(torch::allclose(hk_shared, hk_full, 1e-4, 1e-5));
+  CHECK(torch::allclose(hk_full.narrow(0, 0, 8), h_full, 1e-5, 1e-6));
+  CHECK(torch::allclose(hk_full[8], hk_full[0], 1e-5, 1e-6));
+  CHECK(!torch::allclose(hk_full[9], hk_full[5], 1e-3, 1e-3));  // the head's last token, not the answer's
+}
+
+TEST_CASE("demo-llava training: the keyword loss sits at the question's last colour or shape word") {
+  // The real LLaMA tokenizer of llava-tiny-a and lli-chat's template: the keyword position is the
+  // last token of "star" / "circles" / "red", the target the answer's first word ("2" without the
+  // lone "▁" piece before it); a question without such a word gets none.
+  const auto tok = lli::text::LlamaTokenizer::load(lli::test::fixtures_dir() / "llava-tiny-a");
+  lli::text::ImageTokenConfig itc;
+  itc.image_token_id = tok.piece_to_id("<image>");
+  itc.image_seq_length = 5;
+  const lli::text::ChatTemplate tmpl;
+  struct Case {
+    const char* question;
+    const char* answer;
+    const char* keyword;
+  };
+  for (const Case& c : {Case{"What colour is the star?", "red", "star"}, Case{"How many circles are there?", "2", "circles"},
+                        Case{"What shape is the red object?", "diamond", "red"},
+                        Case{"What is left of the square?", "blue circle", "square"},
+                        Case{"Is there a triangle?", "no", "triangle"}}) {
+    CAPTURE(c.question);
+    const auto e = lli::train::make_chat_example(tok, itc, tmpl, c.question, c.answer, 0, 0);
+    REQUIRE(e.keyword_target >= 0);
+    REQUIRE(e.keyword_pos < e.answer_start);
+    const std::vector<lli::text::TokenId> upto(e.ids.begin(), e.ids.begin() + static_cast<std::ptrdiff_t>(e.keyword_pos) + 1);
+    const std::string text = tok.decode(upto);
+    CHECK(text.size() >= std::string(c.keyword).size());
+    CHECK(text.substr(text.size() - std::string(c.keyword).size()) == c.keyword);
+    const std::string first = tok.decode({static_cast<lli::text::TokenId>(e.keyword_target)});  // the answer's first piece
+    CHECK(!first.empty());
+    CHECK(first != " ");
+    CHECK(std::string(c.answer).rfind(first, 0) == 0);
+  }
+  CHECK(lli::train::make_chat_example(tok, itc, tmpl, "What is in the picture?", "a red star", 5, 0).keyword_target == -1);
+  CHECK(lli::train::make_chat_example(tok, itc, tmpl, "Is there a starfish?", "no", 4, 0).keyword_target == -1);
 }
 
 TEST_CASE("demo-llava stage 1 targets: each patch names the object covering most of it, else the background") {
