@@ -342,9 +342,19 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   std::string log_text = "stage\tstep\tseconds\tlr\tloss\tvae_psnr\n";
 
   // Stage 1: the VAE.
-  m::AutoencoderKL vae(m::parse_vae_config(vae_config_json(o, 1.0), "demo-gligen vae config"));
-  init_weights(*vae, "demo-gligen VAE");
-  const double scaling = o.vae_steps > 0 ? train_vae(*vae, o, wc, log_text, log_path, rep) : 1.0;
+  m::AutoencoderKL vae{nullptr};
+  double scaling = 1.0;
+  if (!o.init_vae.empty()) {  // a trained VAE: stage 1 skipped
+    vae = m::load_vae(o.init_vae / "vae");
+    if (vae->cfg.block_out_channels != o.vae_channels)
+      throw UsageError("demo-gligen: " + (o.init_vae / "vae").string() + ": its block_out_channels differ from --vae-channels");
+    scaling = vae->cfg.scaling_factor;
+    log_info("demo-gligen: stage 1 skipped, the VAE of {} (scaling_factor {:.5f})", o.init_vae.string(), scaling);
+  } else {
+    vae = m::AutoencoderKL(m::parse_vae_config(vae_config_json(o, 1.0), "demo-gligen vae config"));
+    init_weights(*vae, "demo-gligen VAE");
+    if (o.vae_steps > 0) scaling = train_vae(*vae, o, wc, log_text, log_path, rep);
+  }
   for (auto& p : vae->parameters()) p.set_requires_grad(false);
 
   // Stage 2: the UNet (with the GLIGEN fuser and position net) and the text encoder.
@@ -440,9 +450,15 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
       objs = unet->position_net_forward(boxes, masks, torch::stack(pos));  // [B, 30, D]
     }
     const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs);  // [B, 4, h, w]
-    const auto loss = torch::mse_loss(pred, eps);
+    const auto loss = torch::mse_loss(pred, eps);  // logged: the plain epsilon MSE
+    torch::Tensor objective = loss;
+    if (o.min_snr > 0) {
+      const auto snr = abar.view({B}) / (1.0 - abar.view({B}));
+      const auto w = torch::clamp_max(snr, o.min_snr) / snr;                    // [B]
+      objective = (w * (pred - eps).pow(2).mean(std::vector<std::int64_t>{1, 2, 3})).mean();
+    }
     opt->zero_grad();
-    loss.backward();
+    objective.backward();
     torch::nn::utils::clip_grad_norm_(trained, 1.0);
     opt->step();
     ema_unet.update(step);

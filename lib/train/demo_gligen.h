@@ -19,13 +19,18 @@
 //      (-> "", for classifier-free guidance; then also the grounding with probability 1/2), the
 //      grounding of one image (masks 0 -> the null tokens the unconditional half gets), and the
 //      fuser for a whole step (the UNet must also denoise without it: GLIGEN's scheduled sampling
-//      turns it off after the first beta of the steps). The saved weights are an exponential
-//      moving average of the trained ones (decay `ema`).
+//      turns it off after the first beta of the steps). With `min_snr` > 0 each image's loss is
+//      weighted by min(SNR(t), min_snr) / SNR(t) (Min-SNR-gamma: less weight on the nearly clean
+//      timesteps, whose detail the VAE blurs anyway; the layout is decided at the noisy ones). The
+//      saved weights are an exponential moving average of the trained ones (decay `ema`).
+//      `init_vae` takes the VAE of an earlier demo-gligen pipeline (stage 1 skipped; for trials of
+//      stage 2).
 // Scenes: square, `size` px, 1-3 objects that do not overlap, plain or gradient backgrounds
 // (gligen_scene_config; in a first trial with all four backgrounds, 1,500 steps, the noise and
 // stripes took the model's capacity: blotchy textures everywhere).
 // Ref: Li et al., "GLIGEN: Open-Set Grounded Text-to-Image Generation" (2023); Rombach et al., "High-
-//      Resolution Image Synthesis with Latent Diffusion Models" (2022); Ho et al., DDPM (2020);
+//      Resolution Image Synthesis with Latent Diffusion Models" (2022); Ho et al., DDPM (2020); Hang et
+//      al., "Efficient Diffusion Training via Min-SNR Weighting Strategy" (2023);
 //      diffusers train_text_to_image.py (noise, timesteps, EMA) and pipeline_stable_diffusion_gligen.py.
 #pragma once
 
@@ -55,6 +60,9 @@ struct DemoGligenOptions {
   // grounding of an image, the fuser for a whole step
   double caption_drop = 0.1, grounding_drop = 0.1, fuser_off = 0.15;
   double ema = 0.999;
+  // > 0: Min-SNR-gamma loss weighting (Hang et al. 2023): each image's epsilon loss x min(SNR, gamma) / SNR
+  double min_snr = 0;
+  std::filesystem::path init_vae;  // when set: the VAE of this demo-gligen pipeline, stage 1 skipped
   std::vector<std::int64_t> vae_channels = {16, 32, 64};  // VAE block_out_channels (factor 2^(n-1))
   std::vector<std::int64_t> unet_channels = {32, 64};     // UNet block_out_channels
   int unet_layers = 1;                                    // layers_per_block

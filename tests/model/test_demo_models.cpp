@@ -12,6 +12,7 @@
 #include "lli/safetensors.h"
 #include "lli/tensor_io.h"
 #include "models/llava.h"
+#include "models/vae.h"
 #include "nn/grad_mode.h"
 #include "pipelines/generate.h"
 #include "pipelines/segment_sam.h"
@@ -419,6 +420,31 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   REQUIRE(res.images.size() == 1);
   CHECK(res.images[0].cols == 32);
   CHECK(res.grounding_calls >= 2);  // every UNet call (PNDM repeats its first timestep)
+  // Stage 1 skipped (--init-vae): the VAE of that pipeline carried over as stored; with the Min-SNR
+  // weighting the UNet still trains and logs the plain epsilon MSE.
+  auto o2 = o;
+  o2.out_dir = t / "gligen2";
+  o2.init_vae = t / "gligen";
+  o2.min_snr = 5;
+  const auto rep2 = lli::train::train_demo_gligen(o2);
+  CHECK(rep2.steps == 3);
+  CHECK(std::isfinite(rep2.final_loss));
+  CHECK(rep2.final_loss > 0.3);
+  CHECK(lli::read_file((t / "gligen2" / "train-log.tsv").string()).find("vae\t") == std::string::npos);
+  {
+    const auto a = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen" / "vae" / "diffusion_pytorch_model.safetensors"));
+    const auto b = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen2" / "vae" / "diffusion_pytorch_model.safetensors"));
+    REQUIRE(a.size() == b.size());
+    for (const auto& [name, ta] : a) {
+      CAPTURE(name);
+      REQUIRE(b.count(name) == 1);
+      CHECK(torch::equal(ta, b.at(name)));
+    }
+    CHECK(lli::models::load_vae_config(t / "gligen2" / "vae").scaling_factor ==
+          doctest::Approx(lli::models::load_vae_config(t / "gligen" / "vae").scaling_factor));
+  }
+  o2.vae_channels = {8, 8};  // not the carried VAE's widths
+  CHECK_THROWS_AS(lli::train::train_demo_gligen(o2), lli::UsageError);
   o.size = 30;  // not a multiple of the VAE and UNet downsampling
   CHECK_THROWS_AS(lli::train::train_demo_gligen(o), lli::UsageError);
 }
