@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
   gligen->add_option("--ema", go.ema, "EMA decay of the saved weights")->capture_default_str();
   gligen->add_option("--caption-drop", go.caption_drop, "Share of images trained without their caption")->capture_default_str();
   gligen->add_option("--min-snr", go.min_snr, "Min-SNR-gamma loss weighting (0 = the plain epsilon MSE)")->capture_default_str();
+  gligen->add_option("--gate-init", go.gate_init, "The GLIGEN fuser's gates at the start (GLIGEN: 0)")->capture_default_str();
   gligen->add_option("--init-vae", go.init_vae, "Take the VAE of this demo-gligen pipeline (stage 1 skipped)");
   gligen->add_option("--minutes", go.max_minutes, "Stop stage 2 after this many minutes (0 = no limit)");
   auto* eval_gligen = app.add_subcommand("eval-gligen", "Boxes drawn as asked by a GLIGEN pipeline, judged by a SAM checkpoint")

@@ -364,6 +364,11 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   init_weights(*unet, "demo-gligen UNet");
   unet->conv_out->weight.detach().zero_();
   unet->conv_out->bias.detach().zero_();
+  if (o.gate_init != 0) {
+    torch::NoGradGuard ng;
+    for (auto& p : unet->named_parameters(true))
+      if (ends_with(p.key(), "fuser.alpha_attn") || ends_with(p.key(), "fuser.alpha_dense")) p.value().fill_(o.gate_init);
+  }
   const nlohmann::json tj = text_config_json(o);
   m::CLIPTextModel text_enc(m::parse_clip_text_config(m::ConfigReader(tj, "demo-gligen text_encoder config")));
   init_weights(*text_enc, "demo-gligen text encoder");
@@ -580,6 +585,10 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     const cv::Mat img = gen.generate(req).images.at(0);
     if (!o.images_dir.empty()) cv::imwrite((o.images_dir / fmt::format("layout-{}.png", i)).string(), img);
     const auto emb = sam.compute_embedding(img);
+    // the judged copy (images_dir): 4x, each requested box in green (right), yellow (found, wrong
+    // colour or kind) or red (not found), SAM's mask box in white
+    cv::Mat judged;
+    if (!o.images_dir.empty()) cv::resize(img, judged, cv::Size(), 4, 4, cv::INTER_NEAREST);
     bool all = true;
     for (const auto& ob : sc.objects) {
       pipelines::SamPrompt p;
@@ -600,7 +609,14 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
       const bool ok = found && colour && kind;
       r.boxes_ok += ok;
       all = all && ok;
+      if (!judged.empty()) {
+        const auto x4 = [](const cv::Rect& b) { return cv::Rect(b.x * 4, b.y * 4, b.width * 4, b.height * 4); };
+        if (!masks.empty() && masks[0].area > 0) cv::rectangle(judged, x4(masks[0].bbox), cv::Scalar(255, 255, 255), 1);
+        const cv::Scalar c = ok ? cv::Scalar(0, 200, 0) : found ? cv::Scalar(0, 220, 220) : cv::Scalar(0, 0, 230);
+        cv::rectangle(judged, x4(ob.box), c, 2);
+      }
     }
+    if (!judged.empty()) cv::imwrite((o.images_dir / fmt::format("layout-{}-judged.png", i)).string(), judged);
     ++r.layouts;
     r.layouts_ok += all;
   }

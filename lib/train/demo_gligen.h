@@ -63,6 +63,9 @@ struct DemoGligenOptions {
   // > 0: Min-SNR-gamma loss weighting (Hang et al. 2023): each image's epsilon loss x min(SNR, gamma) / SNR
   double min_snr = 0;
   std::filesystem::path init_vae;  // when set: the VAE of this demo-gligen pipeline, stage 1 skipped
+  // the GLIGEN fuser's gates (alpha_attn, alpha_dense) at the start: GLIGEN's 0 protects a
+  // pretrained UNet; here, trained from nothing, a closed gate stays closed (trained 0 -> ~0.001)
+  double gate_init = 0;
   std::vector<std::int64_t> vae_channels = {16, 32, 64};  // VAE block_out_channels (factor 2^(n-1))
   std::vector<std::int64_t> unet_channels = {32, 64};     // UNet block_out_channels
   int unet_layers = 1;                                    // layers_per_block
@@ -102,7 +105,10 @@ struct GligenEvalOptions {
   int steps = 25;           // diffusion steps per image (the pipeline's scheduler)
   double guidance = 7.5, beta = 0.3;
   DTypeChoice dtype = DTypeChoice::automatic;
-  std::filesystem::path images_dir;  // when set: each generated image written there as layout-N.png
+  // when set: each generated image written there as layout-N.png, and layout-N-judged.png (4x, the
+  // requested boxes green when right, yellow when found with the wrong colour or kind, red when not
+  // found; SAM's mask box white)
+  std::filesystem::path images_dir;
 };
 
 // Generates each held-out layout (caption + boxes with phrases of a gligen_scene_config scene)

@@ -421,11 +421,12 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   CHECK(res.images[0].cols == 32);
   CHECK(res.grounding_calls >= 2);  // every UNet call (PNDM repeats its first timestep)
   // Stage 1 skipped (--init-vae): the VAE of that pipeline carried over as stored; with the Min-SNR
-  // weighting the UNet still trains and logs the plain epsilon MSE.
+  // weighting the UNet still trains and logs the plain epsilon MSE; --gate-init opens the fuser.
   auto o2 = o;
   o2.out_dir = t / "gligen2";
   o2.init_vae = t / "gligen";
   o2.min_snr = 5;
+  o2.gate_init = 1;  // the fuser's gates open from the start
   const auto rep2 = lli::train::train_demo_gligen(o2);
   CHECK(rep2.steps == 3);
   CHECK(std::isfinite(rep2.final_loss));
@@ -440,6 +441,17 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
       REQUIRE(b.count(name) == 1);
       CHECK(torch::equal(ta, b.at(name)));
     }
+    const auto ua = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen" / "unet" / "diffusion_pytorch_model.safetensors"));
+    const auto ub = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen2" / "unet" / "diffusion_pytorch_model.safetensors"));
+    int gates = 0;
+    for (const auto& [name, ta] : ua)
+      if (name.find("fuser.alpha_") != std::string::npos) {
+        CAPTURE(name);
+        ++gates;
+        CHECK(std::abs(ta.item<double>()) < 0.05);           // GLIGEN's closed gate, 3 steps later
+        CHECK(std::abs(ub.at(name).item<double>() - 1.0) < 0.05);  // opened
+      }
+    CHECK(gates >= 2);
     CHECK(lli::models::load_vae_config(t / "gligen2" / "vae").scaling_factor ==
           doctest::Approx(lli::models::load_vae_config(t / "gligen" / "vae").scaling_factor));
   }
