@@ -476,6 +476,8 @@ TrainReport train_demo_llava(const DemoLlavaOptions& o) {
     throw UsageError("demo-llava: the widths must be multiples of the heads (an even head size)");
   if (o.patch_size < 1 || o.image_size % o.patch_size != 0)
     throw UsageError("demo-llava: the image size must be a multiple of the patch size");
+  if (o.reinit_text_layers && o.init_dir.empty())
+    throw UsageError("demo-llava: --reinit-text-layers needs --init (the checkpoint whose other weights it keeps)");
   const text::LlamaTokenizer tok = text::LlamaTokenizer::load(o.tokenizer_dir);
   const text::TokenId image_id = tok.piece_to_id("<image>");
   if (image_id == tok.unk_id())

@@ -189,6 +189,11 @@ TEST_CASE("demo-llava training: a few steps through the lib/ LLaVA modules give 
   o2.vision_steps = o2.align_steps = 0;
   o2.steps = 1;
   o2.lr = 1e-9;
+  {
+    auto o3 = o2;
+    o3.init_dir.clear();  // nothing to keep the other weights from
+    CHECK_THROWS_AS(lli::train::train_demo_llava(o3), lli::UsageError);
+  }
   CHECK(lli::train::train_demo_llava(o2).steps == 1);
   {
     const auto a = lli::load_tensors(lli::st::Checkpoint::open(t / "llava" / "model.safetensors"));
