@@ -4,7 +4,10 @@
 # tests load the committed weights.
 #
 #   scripts/train-demo-models.sh            every demo model
-#   scripts/train-demo-models.sh sam        one of them (sam, lama, llava, gligen)
+#   scripts/train-demo-models.sh sam        one of them (sam, lama, llava, gligen, owl)
+#
+# owl starts its towers from the shipped demo-llava (vision) and demo-gligen (text), as OWL-ViT
+# starts from CLIP: train those first when retraining everything (the default order does).
 #
 # Each run is reproducible: fixed seeds and step counts (the data and the learning-rate schedule
 # depend on them only) and a fixed thread count (two: the fp32 sums depend on it). Times on the
@@ -15,7 +18,7 @@ scripts/install-deps.sh
 scripts/build.sh
 BIN=${LLI_BUILD_DIR:-build}/train/lli-train-demo
 NAMES=("$@")
-((${#NAMES[@]})) || NAMES=(sam lama llava gligen)
+((${#NAMES[@]})) || NAMES=(sam lama llava gligen owl)
 for name in "${NAMES[@]}"; do
   case $name in
     sam)
@@ -42,8 +45,15 @@ for name in "${NAMES[@]}"; do
       "$BIN" gligen --out models/demo-gligen --tokenizer tests/fixtures/gligen-gen-tiny-a/tokenizer \
         --vae-steps 1000 --steps "${LLI_DEMO_GLIGEN_STEPS:-6500}" --seed 1 --threads 2 --sam models/demo-sam --layouts 100 --progress --json
       ;;
+    owl)
+      # the tokenizer shipped with it is OWLv2's CLIP BPE tokenizer (pad "!") of the owlv2-tiny-a fixture
+      echo "== demo-owl (models/demo-owl)" >&2
+      "$BIN" owl --out models/demo-owl --tokenizer tests/fixtures/owlv2-tiny-a --init-vision models/demo-llava \
+        --init-text models/demo-gligen/text_encoder --steps "${LLI_DEMO_OWL_STEPS:-6000}" --seed 1 --threads 2 \
+        --eval-scenes 200 --progress --json
+      ;;
     *)
-      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama, llava, gligen)" >&2
+      echo "train-demo-models.sh: no demo model '$name' (one of: sam, lama, llava, gligen, owl)" >&2
       exit 2
       ;;
   esac

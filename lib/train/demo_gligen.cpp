@@ -244,19 +244,6 @@ void save_model(const fs::path& file, torch::nn::Module& model, const DemoGligen
                {{"format", "pt"}, {"lli_demo", "demo-gligen"}, {"steps", std::to_string(steps)}, {"seed", std::to_string(o.seed)}});
 }
 
-void copy_tokenizer(const fs::path& from, const fs::path& to) {
-  fs::create_directories(to);
-  for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
-    const fs::path src = from / f;
-    if (!fs::exists(src)) {
-      if (std::string(f) == "vocab.json" || std::string(f) == "merges.txt")
-        throw UsageError("demo-gligen: " + src.string() + ": missing (the CLIP tokenizer to ship)");
-      continue;
-    }
-    write_file_atomic((to / f).string(), read_file(src.string()));
-  }
-}
-
 // Stage 1: the VAE as an autoencoder. Returns the scaling factor (1 / std of the latents).
 double train_vae(m::AutoencoderKLImpl& vae, const DemoGligenOptions& o, const world::SceneConfig& wc,
                  std::string& log_text, const fs::path& log_path, TrainReport& rep) {
@@ -493,7 +480,7 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   save_model(o.out_dir / "text_encoder" / "model.safetensors", *text_enc, o, rep.steps);
   write_json_atomic(o.out_dir / "text_encoder" / "config.json", tj);
   write_json_atomic(o.out_dir / "scheduler" / "scheduler_config.json", kSchedulerConfig);
-  copy_tokenizer(o.tokenizer_dir, o.out_dir / "tokenizer");
+  copy_clip_tokenizer(o.tokenizer_dir, o.out_dir / "tokenizer", "demo-gligen");
   write_json_atomic(o.out_dir / "model_index.json", kModelIndex);
   log_info("demo-gligen: {} UNet steps in {:.0f} s, written to {}", rep.steps, rep.seconds, o.out_dir.string());
   return rep;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "lli/error.h"
 #include "lli/fs.h"
 #include "lli/log.h"
 #include "lli/tensor_io.h"
@@ -168,6 +169,22 @@ inline void save_hf_checkpoint(const std::filesystem::path& dir, torch::nn::Modu
                {{"format", "pt"}, {"lli_demo", demo_name}, {"steps", std::to_string(steps)}, {"seed", std::to_string(seed)}});
   write_json_atomic(dir / "config.json", config);
   write_json_atomic(dir / "preprocessor_config.json", preprocessor);
+}
+
+// The CLIP BPE tokenizer files of `from` (vocab.json and merges.txt required; tokenizer_config.json
+// and special_tokens_map.json when present) copied into `to`, each atomically. UsageError naming
+// the missing file (`label`: the demo model, for the message).
+inline void copy_clip_tokenizer(const std::filesystem::path& from, const std::filesystem::path& to, const std::string& label) {
+  std::filesystem::create_directories(to);
+  for (const std::string f : {"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const auto src = from / f;
+    if (!std::filesystem::exists(src)) {
+      if (f == "vocab.json" || f == "merges.txt")
+        throw UsageError(label + ": " + src.string() + ": missing (the CLIP tokenizer to ship)");
+      continue;
+    }
+    write_file_atomic((to / f).string(), read_file(src.string()));
+  }
 }
 
 }  // namespace lli::train
