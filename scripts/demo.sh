@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, and runs a demo pipeline: lli's own demo models
-# (demo-gligen, demo-llava, demo-sam, demo-lama) on a generated shapes-world scene, then samples/
+# (demo-gligen, demo-llava, demo-sam, demo-lama, demo-owl) on a generated shapes-world scene, then samples/
 # with the classical backends (GrabCut segmentation, Telea removal). Outputs go to demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,9 @@ echo "== 0. lli's demo models, trained by lli itself on its synthetic shapes wor
 echo "      generated from a caption and a layout (demo-gligen), the object drawn in the left box (asked"
 echo "      for as a red cross; demo-gligen draws a rough red shape there) segmented from a stroke drawn"
 echo "      across it (demo-sam), removed (demo-lama; Telea beside it); then the same as one piped"
-echo "      session that asks demo-llava what is in the picture before and after"
+echo "      session that asks demo-llava what is in the picture before and after; the blue circle found"
+echo "      by name (demo-owl's box, demo-sam's mask: the tools take the demo models when nothing else is"
+echo "      installed, and say so)"
 mkdir -p "$OUT/shapes"
 cat > "$OUT/shapes/layout.json" <<'EOF'
 {"text": "a red cross left of a blue circle",
@@ -29,6 +31,8 @@ GEN=(-m demo-gligen --layout "$OUT/shapes/layout.json" --seed 16 --steps 25)
   -o "$OUT/shapes/scene.nocross.png" --json
 "$BIN/lli-edit" remove --backend telea -i "$OUT/shapes/scene.png" --mask "$OUT/shapes/cross.mask.png" \
   -o "$OUT/shapes/scene.nocross.telea.png" --json
+"$BIN/lli-segment" --backend sam -i "$OUT/shapes/scene.png" --text "blue circle" \
+  -o "$OUT/shapes/circle.mask.png" --overlay "$OUT/shapes/circle.overlay.png" --json
 mkdir -p "$OUT/shapes/session"
 S=(--session - --session-dir "$OUT/shapes/session")
 "$BIN/lli-generate" "${GEN[@]}" "${S[@]}" \

@@ -166,7 +166,10 @@ TEST_CASE("registry: the shipped configs/models.yaml parses and names the expect
   const auto fallback = r.installed_demo("sam");
   REQUIRE(fallback.has_value());
   CHECK(fallback->name == "demo-sam");
-  CHECK_FALSE(r.installed_demo("owlv2").has_value());
+  const auto owl = r.installed_demo("owlv2");  // lli-segment --text's grounder when no OWL model is installed
+  REQUIRE(owl.has_value());
+  CHECK(owl->name == "demo-owl");
+  CHECK_FALSE(r.installed_demo("owlvit").has_value());
   CHECK(r.tool_string("lli-chat", "model", "") == "llava-1.5-7b");
   CHECK(r.tool_double("lli-chat", "temperature", 1.0) == doctest::Approx(0.2));
   CHECK(r.tool_double("lli-chat", "top_p", 1.0) == doctest::Approx(0.7));

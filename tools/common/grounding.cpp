@@ -78,7 +78,7 @@ TextGrounder::TextGrounder(const CommonOptions& o, const GroundingOptions& g, co
     for (const char* kind : {"owlv2", "owlvit"}) {
       if (!g.grounder.empty() && g.grounder != kind) continue;
       for (const auto& [n, e] : reg.models()) {
-        if (e.kind != kind) continue;
+        if (e.kind != kind || n.rfind("demo-", 0) == 0) continue;  // demo models only when nothing else is installed
         std::error_code ec;
         const fs::path dir = expand_path(e.path);
         if (fs::is_directory(dir, ec)) {
@@ -88,6 +88,19 @@ TextGrounder::TextGrounder(const CommonOptions& o, const GroundingOptions& g, co
         if (missing.empty()) missing = n;
       }
       if (!name.empty()) break;
+    }
+    if (name.empty() && g.grounder != "llava") {
+      for (const char* kind : {"owlv2", "owlvit"}) {
+        if (!g.grounder.empty() && g.grounder != kind) continue;
+        if (const auto demo = reg.installed_demo(kind)) {
+          log_info("{}: no OWL grounder installed{}; using the demo model '{}' (it knows only lli's synthetic shapes "
+                   "world: {})",
+                   tool, missing.empty() ? "" : " ('" + missing + "' is not)", demo->name,
+                   (demo->dir / "MODEL_CARD.md").string());
+          name = demo->name;
+          break;
+        }
+      }
     }
     if (name.empty()) {
       if (!missing.empty()) (void)reg.resolve_model(missing);  // throws with where to fetch it

@@ -5,7 +5,8 @@
 //
 // Grounder resolution: --grounder-model (a directory or registry name; its kind from the registry
 // entry or config.json's model_type) > tools.<tool>.grounder_model in models.yaml > for owl
-// grounders the first installed registry entry of kind owlv2 (preferred) or owlvit, for llava
+// grounders the first installed registry entry of kind owlv2 (preferred) or owlvit other than the
+// demo models, then an installed demo model of those kinds (demo-owl, said on stderr), for llava
 // tools.lli-chat.model. --grounder picks the kind (owlv2 | owlvit | llava); it must agree with the
 // checkpoint's.
 #pragma once
