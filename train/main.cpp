@@ -34,6 +34,7 @@ Examples:
   lli-train-demo eval-llava models/demo-llava --questions 200   # exact answers per question kind
   lli-train-demo gligen --out models/demo-gligen --tokenizer tests/fixtures/gligen-gen-tiny-a/tokenizer   # the shipped demo-gligen
   lli-train-demo eval-gligen models/demo-gligen --sam models/demo-sam --layouts 100   # boxes drawn as asked, judged by demo-sam
+  lli-train-demo probe-gligen models/demo-gligen --scenes 64   # epsilon MSE with true / mirrored / no boxes
   lli-train-demo owl --out models/demo-owl --tokenizer tests/fixtures/owlv2-tiny-a \
       --init-vision models/demo-llava --init-text models/demo-gligen/text_encoder   # the shipped demo-owl
   lli-train-demo eval-owl models/demo-owl --scenes 200    # named objects found (box IoU >= 0.5)
@@ -175,6 +176,9 @@ int main(int argc, char** argv) {
   gligen->add_option("--caption-drop", go.caption_drop, "Share of images trained without their caption")->capture_default_str();
   gligen->add_option("--min-snr", go.min_snr, "Min-SNR-gamma loss weighting (0 = the plain epsilon MSE)")->capture_default_str();
   gligen->add_option("--gate-init", go.gate_init, "The GLIGEN fuser's gates at the start (GLIGEN: 0)")->capture_default_str();
+  gligen->add_option("--v-prediction", go.v_prediction,
+                     "Train the UNet to predict v instead of epsilon (scheduler prediction_type v_prediction; true/false)")
+      ->capture_default_str();
   gligen->add_option("--init-vae", go.init_vae, "Take the VAE of this demo-gligen pipeline (stage 1 skipped)");
   gligen->add_option("--minutes", go.max_minutes, "Stop stage 2 after this many minutes (0 = no limit)");
   auto* eval_gligen = app.add_subcommand("eval-gligen", "Boxes drawn as asked by a GLIGEN pipeline, judged by a SAM checkpoint")
@@ -216,6 +220,16 @@ int main(int argc, char** argv) {
       app.add_subcommand("eval-owl", "Named objects found by an OWL checkpoint on held-out shapes-world scenes")->fallthrough();
   eval_owl->add_option("MODEL_DIR", eval_dir, "OWLv2 / OWL-ViT checkpoint directory")->required();
   eval_owl->add_option("--scenes", eval_scenes, "Held-out scenes (seeds 1..N)")->capture_default_str();
+
+  std::string probe_dir;
+  int probe_scenes = 64;
+  std::vector<int> probe_t = {100, 300, 500, 700, 900};
+  auto* probe_gligen = app.add_subcommand("probe-gligen", "Whether a GLIGEN pipeline uses its boxes: the UNet's epsilon MSE on "
+                                                          "held-out scenes with true, mirrored and no boxes")
+                           ->fallthrough();
+  probe_gligen->add_option("MODEL_DIR", probe_dir, "demo-gligen pipeline directory")->required();
+  probe_gligen->add_option("--scenes", probe_scenes, "Held-out scenes (seeds 1..N)")->capture_default_str();
+  probe_gligen->add_option("--timesteps", probe_t, "Training timesteps probed")->capture_default_str();
 
   std::uint64_t scene_seed = 1;
   std::string scene_out, mask_dir;
@@ -275,6 +289,18 @@ int main(int argc, char** argv) {
                      {"boxes_ok", r.boxes_ok}, {"seconds", r.seconds}};
       }
       if (o.json) std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    if (probe_gligen->parsed()) {
+      const auto r = train::probe_gligen_boxes(probe_dir, probe_scenes, probe_t);
+      nlohmann::json rows = nlohmann::json::array();
+      for (std::size_t i = 0; i < r.timesteps.size(); ++i) {
+        log_info("lli-train-demo: t {:4d}: epsilon MSE with the true boxes {:.5f}, mirrored {:.5f}, none {:.5f}",
+                 r.timesteps[i], r.mse_true[i], r.mse_mirrored[i], r.mse_none[i]);
+        rows.push_back({{"t", r.timesteps[i]}, {"mse_true", r.mse_true[i]}, {"mse_mirrored", r.mse_mirrored[i]},
+                        {"mse_none", r.mse_none[i]}});
+      }
+      if (o.json) std::printf("%s\n", nlohmann::json({{"scenes", r.scenes}, {"timesteps", rows}}).dump().c_str());
       return;
     }
     if (owl->parsed() || eval_owl->parsed()) {

@@ -297,6 +297,38 @@ double train_vae(m::AutoencoderKLImpl& vae, const DemoGligenOptions& o, const wo
 
 }  // namespace
 
+// GLIGEN's grounding tokens of `scenes` (size x size pixels): each object's box (mirrored
+// left-right when `mirror`) and the pooled text of its name through the position net; the objects
+// of the images not `grounded` masked. [B, kMaxObjects, D]
+torch::Tensor grounding_tokens(m::UNet2DConditionModel& unet, m::CLIPTextModel& text_enc, const text::CLIPTokenizer& tok,
+                               const std::vector<world::Scene>& scenes, int size, const std::vector<bool>& grounded,
+                               bool mirror) {
+  const auto B = static_cast<std::int64_t>(scenes.size());
+  std::vector<std::string> phrases;
+  for (const auto& sc : scenes)
+    for (const auto& ob : sc.objects) phrases.push_back(ob.name());
+  const auto pb = tok.encode_batch(phrases, text::CLIPTokenizer::Padding::longest, 77, true);
+  const auto pooled = text_enc->forward(rows_tensor(pb.ids), rows_tensor(pb.attention_mask)).pooler_output;  // [n, D]
+  const auto D = pooled.size(1);
+  auto boxes = torch::zeros({B, kMaxObjects, 4});
+  auto masks = torch::zeros({B, kMaxObjects});
+  std::vector<torch::Tensor> pos;
+  std::int64_t off = 0;
+  for (std::int64_t i = 0; i < B; ++i) {
+    const auto& sc = scenes[static_cast<std::size_t>(i)];
+    const auto n = static_cast<std::int64_t>(sc.objects.size());
+    for (std::int64_t k = 0; k < n; ++k) {
+      auto u = unit_box(sc.objects[static_cast<std::size_t>(k)].box, size);
+      if (mirror) u = {1.0 - u[2], u[1], 1.0 - u[0], u[3]};
+      for (int c = 0; c < 4; ++c) boxes[i][k][c] = u[static_cast<std::size_t>(c)];
+      masks[i][k] = grounded[static_cast<std::size_t>(i)] ? 1.0 : 0.0;
+    }
+    pos.push_back(torch::cat({pooled.narrow(0, off, n), torch::zeros({kMaxObjects - n, D})}));
+    off += n;
+  }
+  return unet->position_net_forward(boxes, masks, torch::stack(pos));
+}
+
 world::SceneConfig gligen_scene_config(int size) {
   world::SceneConfig wc;
   wc.min_side = wc.max_side = size;
@@ -386,7 +418,6 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   double acc_loss = 0;
   int acc_n = 0;
   const int B = o.images_per_step;
-  const auto D = static_cast<std::int64_t>(o.text_hidden);
   while (loop.next()) {
     const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
@@ -419,35 +450,17 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
 
     torch::Tensor objs;
     if (fuser) {
-      std::vector<std::string> phrases;
-      for (const auto& sc : b.scenes)
-        for (const auto& ob : sc.objects) phrases.push_back(ob.name());
-      const auto pb = tok.encode_batch(phrases, text::CLIPTokenizer::Padding::longest, 77, true);
-      const auto pooled = text_enc->forward(rows_tensor(pb.ids), rows_tensor(pb.attention_mask)).pooler_output;  // [n, D]
-      auto boxes = torch::zeros({B, kMaxObjects, 4});
-      auto masks = torch::zeros({B, kMaxObjects});
-      std::vector<torch::Tensor> pos;
-      std::int64_t off = 0;
-      for (int i = 0; i < B; ++i) {
-        const auto& sc = b.scenes[static_cast<std::size_t>(i)];
-        const auto n = static_cast<std::int64_t>(sc.objects.size());
-        for (std::int64_t k = 0; k < n; ++k) {
-          const auto u = unit_box(sc.objects[static_cast<std::size_t>(k)].box, o.size);
-          for (int c = 0; c < 4; ++c) boxes[i][k][c] = u[static_cast<std::size_t>(c)];
-          masks[i][k] = grounded[static_cast<std::size_t>(i)] ? 1.0 : 0.0;
-        }
-        pos.push_back(torch::cat({pooled.narrow(0, off, n), torch::zeros({kMaxObjects - n, D})}));
-        off += n;
-      }
-      objs = unet->position_net_forward(boxes, masks, torch::stack(pos));  // [B, 30, D]
+      objs = grounding_tokens(unet, text_enc, tok, b.scenes, o.size, grounded, false);  // [B, 30, D]
     }
     const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs);  // [B, 4, h, w]
-    const auto loss = torch::mse_loss(pred, eps);  // logged: the plain epsilon MSE
+    // the target: epsilon, or v = sqrt(abar) eps - sqrt(1 - abar) z0 (v-prediction)
+    const auto target = o.v_prediction ? abar.sqrt() * eps - (1.0 - abar).sqrt() * z0 : eps;
+    const auto loss = torch::mse_loss(pred, target);  // logged: the plain MSE of the target
     torch::Tensor objective = loss;
     if (o.min_snr > 0) {
       const auto snr = abar.view({B}) / (1.0 - abar.view({B}));
-      const auto w = torch::clamp_max(snr, o.min_snr) / snr;                    // [B]
-      objective = (w * (pred - eps).pow(2).mean(std::vector<std::int64_t>{1, 2, 3})).mean();
+      const auto w = torch::clamp_max(snr, o.min_snr) / (o.v_prediction ? snr + 1.0 : snr);  // [B]
+      objective = (w * (pred - target).pow(2).mean(std::vector<std::int64_t>{1, 2, 3})).mean();
     }
     opt->zero_grad();
     objective.backward();
@@ -479,7 +492,9 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   write_json_atomic(o.out_dir / "vae" / "config.json", vae_config_json(o, scaling));
   save_model(o.out_dir / "text_encoder" / "model.safetensors", *text_enc, o, rep.steps);
   write_json_atomic(o.out_dir / "text_encoder" / "config.json", tj);
-  write_json_atomic(o.out_dir / "scheduler" / "scheduler_config.json", kSchedulerConfig);
+  auto sched = kSchedulerConfig;
+  sched["prediction_type"] = o.v_prediction ? "v_prediction" : "epsilon";
+  write_json_atomic(o.out_dir / "scheduler" / "scheduler_config.json", sched);
   copy_clip_tokenizer(o.tokenizer_dir, o.out_dir / "tokenizer", "demo-gligen");
   write_json_atomic(o.out_dir / "model_index.json", kModelIndex);
   log_info("demo-gligen: {} UNet steps in {:.0f} s, written to {}", rep.steps, rep.seconds, o.out_dir.string());
@@ -608,6 +623,59 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     r.layouts_ok += all;
   }
   r.seconds = (now_ms() - t0) / 1e3;
+  return r;
+}
+
+GligenBoxProbe probe_gligen_boxes(const fs::path& model_dir, int scenes, const std::vector<int>& timesteps,
+                                  std::uint64_t seed0) {
+  torch::NoGradGuard ng;
+  const auto tok = text::CLIPTokenizer::load(model_dir / "tokenizer");
+  auto text_enc = m::load_clip_text(model_dir / "text_encoder");
+  auto unet = m::load_unet(model_dir / "unet");
+  auto vae = m::load_vae(model_dir / "vae");
+  if (!unet->has_gligen()) throw ModelError(model_dir.string() + ": the UNet has no GLIGEN position net");
+  const int size = static_cast<int>(vae->cfg.sample_size);
+  const world::SceneConfig wc = gligen_scene_config(size);
+  sd::BetaConfig bc;
+  bc.num_train_timesteps = kTrainTimesteps;
+  bc.beta_start = kBetaStart;
+  bc.beta_end = kBetaEnd;
+  bc.beta_schedule = sd::BetaSchedule::scaled_linear;
+  const auto alphas_cumprod = sd::alphas_cumprod_of(sd::make_betas(bc));
+  const auto sched = m::read_json_file(model_dir / "scheduler" / "scheduler_config.json");
+  const bool v_pred = sched.value("prediction_type", std::string("epsilon")) == "v_prediction";
+  Batch b;
+  for (int i = 0; i < scenes; ++i) {
+    b.scenes.push_back(world::make_scene(seed0 + static_cast<std::uint64_t>(i), wc));
+    b.captions.push_back(world::caption(b.scenes.back()));
+  }
+  const auto B = static_cast<std::int64_t>(scenes);
+  const auto z0 = vae->encode(to_model_input(b.scenes)).mean * vae->cfg.scaling_factor;  // [B, 4, h, w]
+  torch::manual_seed(1);
+  const auto eps = torch::randn_like(z0);
+  const auto cap = tok.encode_batch(b.captions, text::CLIPTokenizer::Padding::max_length, 77, true);
+  const auto ctx = text_enc->forward(rows_tensor(cap.ids)).last_hidden_state;
+  const std::vector<bool> all(static_cast<std::size_t>(B), true), none(static_cast<std::size_t>(B), false);
+  const auto g_true = grounding_tokens(unet, text_enc, tok, b.scenes, size, all, false);
+  const auto g_mirror = grounding_tokens(unet, text_enc, tok, b.scenes, size, all, true);
+  const auto g_none = grounding_tokens(unet, text_enc, tok, b.scenes, size, none, false);
+  GligenBoxProbe r;
+  r.scenes = scenes;
+  r.timesteps = timesteps;
+  for (const int t : timesteps) {
+    if (t < 0 || t >= kTrainTimesteps) throw UsageError(fmt::format("demo-gligen probe: timestep {} outside 0..{}", t, kTrainTimesteps - 1));
+    const double abar = alphas_cumprod[t].item<double>();
+    const auto xt = std::sqrt(abar) * z0 + std::sqrt(1.0 - abar) * eps;
+    const auto tt = torch::full({B}, static_cast<double>(t));
+    auto mse = [&](const torch::Tensor& g) {
+      auto pred = unet->forward(xt, tt, ctx, g);
+      if (v_pred) pred = std::sqrt(1.0 - abar) * xt + std::sqrt(abar) * pred;  // v -> epsilon
+      return torch::mse_loss(pred, eps).item<double>();
+    };
+    r.mse_true.push_back(mse(g_true));
+    r.mse_mirrored.push_back(mse(g_mirror));
+    r.mse_none.push_back(mse(g_none));
+  }
   return r;
 }
 

@@ -426,6 +426,13 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   REQUIRE(res.images.size() == 1);
   CHECK(res.images[0].cols == 32);
   CHECK(res.grounding_calls >= 2);  // every UNet call (PNDM repeats its first timestep)
+  // The box probe runs on it: one MSE per timestep and condition.
+  const auto probe = lli::train::probe_gligen_boxes(t / "gligen", 2, {100, 900});
+  REQUIRE(probe.mse_true.size() == 2);
+  REQUIRE(probe.mse_mirrored.size() == 2);
+  REQUIRE(probe.mse_none.size() == 2);
+  for (int i = 0; i < 2; ++i) CHECK((std::isfinite(probe.mse_true[i]) && probe.mse_true[i] > 0));
+  CHECK_THROWS_AS(lli::train::probe_gligen_boxes(t / "gligen", 1, {1000}), lli::UsageError);
   // Stage 1 skipped (--init-vae): the VAE of that pipeline carried over as stored; with the Min-SNR
   // weighting the UNet still trains and logs the plain epsilon MSE; --gate-init opens the fuser.
   auto o2 = o;
@@ -433,11 +440,22 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   o2.init_vae = t / "gligen";
   o2.min_snr = 5;
   o2.gate_init = 1;  // the fuser's gates open from the start
+  o2.v_prediction = true;
   const auto rep2 = lli::train::train_demo_gligen(o2);
   CHECK(rep2.steps == 3);
   CHECK(std::isfinite(rep2.final_loss));
   CHECK(rep2.final_loss > 0.3);
   CHECK(lli::read_file((t / "gligen2" / "train-log.tsv").string()).find("vae\t") == std::string::npos);
+  CHECK(lli::read_file((t / "gligen" / "scheduler" / "scheduler_config.json").string()).find("\"epsilon\"") != std::string::npos);
+  CHECK(lli::read_file((t / "gligen2" / "scheduler" / "scheduler_config.json").string()).find("\"v_prediction\"") !=
+        std::string::npos);
+  CHECK(std::isfinite(lli::train::probe_gligen_boxes(t / "gligen2", 1, {500}).mse_true.at(0)));
+  {  // the v-prediction pipeline draws through the same generator (PNDM with prediction_type v_prediction)
+    lli::pipelines::GLIGENGenerator gen2(t / "gligen2");
+    const auto res2 = gen2.generate(req);
+    REQUIRE(res2.images.size() == 1);
+    CHECK(res2.images[0].cols == 32);
+  }
   {
     const auto a = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen" / "vae" / "diffusion_pytorch_model.safetensors"));
     const auto b = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen2" / "vae" / "diffusion_pytorch_model.safetensors"));

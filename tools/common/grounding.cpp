@@ -35,7 +35,8 @@ void add_grounding_flags(CLI::App& app, GroundingOptions& g) {
                  "with a box; handles referring expressions). Default: the installed OWL model (owlv2 first)");
   app.add_option("--grounder-model", g.grounder_model,
                  "Grounder checkpoint: a directory or a models.yaml name (default: tools.<tool>.grounder_model, "
-                 "else the first installed owlv2 / owlvit entry, or tools.lli-chat.model for llava)");
+                 "else the first installed owlv2 / owlvit entry, then lli's shapes-world demo-owl; tools.lli-chat.model "
+                 "for llava)");
   app.add_option("--box-threshold", g.box_threshold,
                  "owl: keep detections whose score (sigmoid of the logit) exceeds this")
       ->capture_default_str()

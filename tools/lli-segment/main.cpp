@@ -51,7 +51,7 @@ Strokes become point prompts for SAM: one every max(8, width) px along the line,
 stroke and 64 in all (evenly subsampled); --stroke-mask also rasterises them into SAM's dense mask
 prompt. Backend: sam when -m is given (or tools.lli-segment.backend in models.yaml), else grabcut;
 --backend sam without -m uses models.yaml's model, or lli's shapes-world demo-sam when that is not
-installed.
+installed; --text without an installed OWL detector uses lli's shapes-world demo-owl.
 Exit codes: 0 ok, 2 usage, 3 bad input, 4 model/backend, 5 runtime, 130 interrupted.)";
 
 struct SegmentOptions {
