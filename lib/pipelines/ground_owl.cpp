@@ -28,14 +28,6 @@ namespace {
 constexpr const char* kFeaturesFormat = "lli-owl-features";
 constexpr const char* kFeaturesVersion = "1";
 
-double box_iou(const OwlBox& a, const OwlBox& b) {
-  const double iw = std::max(0.0, std::min(a.x1, b.x1) - std::max(a.x0, b.x0));
-  const double ih = std::max(0.0, std::min(a.y1, b.y1) - std::max(a.y0, b.y0));
-  const double inter = iw * ih;
-  const double uni = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter;
-  return uni > 0 ? inter / uni : 0.0;
-}
-
 float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
 OwlDetection make_detection(const OwlQueryResult& r, int box, int phrase) {
@@ -50,6 +42,14 @@ OwlDetection make_detection(const OwlQueryResult& r, int box, int phrase) {
 }
 
 }  // namespace
+
+double owl_box_iou(const OwlBox& a, const OwlBox& b) {
+  const double iw = std::max(0.0, std::min(a.x1, b.x1) - std::max(a.x0, b.x0));
+  const double ih = std::max(0.0, std::min(a.y1, b.y1) - std::max(a.y0, b.y0));
+  const double inter = iw * ih;
+  const double uni = (a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter;
+  return uni > 0 ? inter / uni : 0.0;
+}
 
 // ---- post-processing (plain C++ over the query result) -----------------------------------------
 
@@ -84,7 +84,7 @@ std::vector<OwlDetection> owl_instances_for_phrase(const OwlQueryResult& r, int 
   for (const auto& d : cand) {
     bool suppressed = false;
     for (const auto& k : kept)
-      if (box_iou(d.box, k.box) > nms_iou) {
+      if (owl_box_iou(d.box, k.box) > nms_iou) {
         suppressed = true;
         break;
       }

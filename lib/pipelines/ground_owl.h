@@ -63,6 +63,9 @@ struct OwlQueryResult {
   float logit(int box, int phrase) const { return logits[static_cast<std::size_t>(box) * num_phrases + phrase]; }
 };
 
+// Intersection over union of two boxes (0 when the union is empty).
+double owl_box_iou(const OwlBox& a, const OwlBox& b);
+
 std::vector<OwlDetection> owl_post_process(const OwlQueryResult& r, double threshold);
 OwlDetection owl_best_for_phrase(const OwlQueryResult& r, int phrase);
 std::vector<OwlDetection> owl_instances_for_phrase(const OwlQueryResult& r, int phrase, double threshold,

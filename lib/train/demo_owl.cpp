@@ -265,11 +265,7 @@ std::pair<torch::Tensor, torch::Tensor> iou_giou(const torch::Tensor& a, const t
 }
 
 double box_iou(const pipelines::OwlBox& a, const cv::Rect& r) {
-  const double x0 = std::max(a.x0, double(r.x)), y0 = std::max(a.y0, double(r.y));
-  const double x1 = std::min(a.x1, double(r.x + r.width)), y1 = std::min(a.y1, double(r.y + r.height));
-  const double inter = std::max(0.0, x1 - x0) * std::max(0.0, y1 - y0);
-  const double uni = (a.x1 - a.x0) * (a.y1 - a.y0) + double(r.area()) - inter;
-  return uni > 0 ? inter / uni : 0.0;
+  return pipelines::owl_box_iou(a, {double(r.x), double(r.y), double(r.x + r.width), double(r.y + r.height)});
 }
 
 }  // namespace
