@@ -174,6 +174,10 @@ int main(int argc, char** argv) {
   gligen->add_option("--text-width", go.text_hidden, "Text encoder hidden size")->capture_default_str();
   gligen->add_option("--ema", go.ema, "EMA decay of the saved weights")->capture_default_str();
   gligen->add_option("--caption-drop", go.caption_drop, "Share of images trained without their caption")->capture_default_str();
+  gligen->add_option("--position-aux", go.position_aux,
+                     "Weight of the auxiliary loss that teaches the UNet's features their position (0 = off)")
+      ->capture_default_str();
+  gligen->add_option("--t-min", go.t_min, "Train on the timesteps t_min..999 only")->capture_default_str()->check(CLI::Range(0, 999));
   gligen->add_option("--min-snr", go.min_snr, "Min-SNR-gamma loss weighting (0 = the plain epsilon MSE)")->capture_default_str();
   gligen->add_option("--gate-init", go.gate_init, "The GLIGEN fuser's gates at the start (GLIGEN: 0)")->capture_default_str();
   gligen->add_option("--v-prediction", go.v_prediction,
@@ -295,12 +299,15 @@ int main(int argc, char** argv) {
       const auto r = train::probe_gligen_boxes(probe_dir, probe_scenes, probe_t);
       nlohmann::json rows = nlohmann::json::array();
       for (std::size_t i = 0; i < r.timesteps.size(); ++i) {
-        log_info("lli-train-demo: t {:4d}: epsilon MSE with the true boxes {:.5f}, mirrored {:.5f}, none {:.5f}",
-                 r.timesteps[i], r.mse_true[i], r.mse_mirrored[i], r.mse_none[i]);
+        log_info("lli-train-demo: t {:4d}: epsilon MSE with the true boxes {:.5f}, mirrored {:.5f}, none {:.5f}; "
+                 "prediction moved by mirroring {:.5f}, by no grounding {:.5f}",
+                 r.timesteps[i], r.mse_true[i], r.mse_mirrored[i], r.mse_none[i], r.moved_mirrored[i], r.moved_none[i]);
         rows.push_back({{"t", r.timesteps[i]}, {"mse_true", r.mse_true[i]}, {"mse_mirrored", r.mse_mirrored[i]},
-                        {"mse_none", r.mse_none[i]}});
+                        {"mse_none", r.mse_none[i]}, {"moved_mirrored", r.moved_mirrored[i]}, {"moved_none", r.moved_none[i]}});
       }
-      if (o.json) std::printf("%s\n", nlohmann::json({{"scenes", r.scenes}, {"timesteps", rows}}).dump().c_str());
+      log_info("lli-train-demo: grounding tokens moved by mirroring {:.5f}, by no grounding {:.5f}", r.tokens_moved_mirrored,
+               r.tokens_moved_none);
+      if (o.json) std::printf("%s\n", nlohmann::json({{"scenes", r.scenes}, {"timesteps", rows}, {"tokens_moved_mirrored", r.tokens_moved_mirrored}, {"tokens_moved_none", r.tokens_moved_none}}).dump().c_str());
       return;
     }
     if (owl->parsed() || eval_owl->parsed()) {

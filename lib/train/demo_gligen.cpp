@@ -329,6 +329,25 @@ torch::Tensor grounding_tokens(m::UNet2DConditionModel& unet, m::CLIPTextModel& 
   return unet->position_net_forward(boxes, masks, torch::stack(pos));
 }
 
+namespace {
+constexpr std::int64_t kPositionTargets = 10;
+// Each position's targets for the position heads: x, y (cell centres in -1..1) and the sines and
+// cosines of pi x, pi y, 2 pi x, 2 pi y. [H*W, kPositionTargets]
+torch::Tensor position_targets(std::int64_t H, std::int64_t W) {
+  const auto ys = (torch::arange(H, torch::kFloat32) + 0.5) / static_cast<double>(H) * 2 - 1;
+  const auto xs = (torch::arange(W, torch::kFloat32) + 0.5) / static_cast<double>(W) * 2 - 1;
+  const auto grid = torch::meshgrid({ys, xs}, "ij");
+  const auto y = grid[0].reshape({-1}), x = grid[1].reshape({-1});  // [H*W]
+  std::vector<torch::Tensor> cols{x, y};
+  for (const double f : {M_PI, 2 * M_PI})
+    for (const auto& v : {x, y}) {
+      cols.push_back((f * v).sin());
+      cols.push_back((f * v).cos());
+    }
+  return torch::stack(cols, 1);
+}
+}  // namespace
+
 world::SceneConfig gligen_scene_config(int size) {
   world::SceneConfig wc;
   wc.min_side = wc.max_side = size;
@@ -392,15 +411,26 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   m::CLIPTextModel text_enc(m::parse_clip_text_config(m::ConfigReader(tj, "demo-gligen text_encoder config")));
   init_weights(*text_enc, "demo-gligen text encoder");
 
-  std::vector<std::int64_t> counts;  // UNet, text encoder
+  // the position heads (position_aux): one per tapped feature map, keyed by the tap's level (the
+  // mid block's = the number of levels)
+  const auto n_levels = static_cast<std::int64_t>(o.unet_channels.size());
+  const std::int64_t first_tapped = std::max<std::int64_t>(0, o.attention_from - 1);
+  torch::nn::ModuleList pos_heads;
+  for (std::int64_t l = first_tapped; l <= n_levels - 1; ++l) {
+    const auto c = o.unet_channels[static_cast<std::size_t>(l == n_levels - 1 ? n_levels - 1 : l)];
+    pos_heads->push_back(torch::nn::Linear(c, kPositionTargets));
+  }
+
+  std::vector<std::int64_t> counts;  // UNet, text encoder, position heads
   auto opt = make_trainable_adamw(
-      {unet.get(), text_enc.get()},
+      {unet.get(), text_enc.get(), pos_heads.ptr().get()},
       [](const std::string& name, const torch::Tensor& t) { return t.dim() >= 2 && !ends_with(name, "embedding.weight"); },
       o.lr, o.weight_decay, counts);
   const std::int64_t n_unet = counts[0], n_text = counts[1];
   rep.parameters += n_unet + n_text;
   std::vector<torch::Tensor> trained = unet->parameters();  // for the gradient clipping
   for (auto& p : text_enc->parameters()) trained.push_back(p);
+  for (auto& p : pos_heads->parameters()) trained.push_back(p);
   Ema ema_unet(*unet, o.ema), ema_text(*text_enc, o.ema);
   log_info("demo-gligen: stage 2, the UNet ({} parameters) and the text encoder ({}), {} steps of {} images", n_unet,
            n_text, o.steps, o.images_per_step);
@@ -415,7 +445,7 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
 
   world::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 31);
   StepLoop loop("demo-gligen UNet", o.steps, o.log_every, o.max_minutes);
-  double acc_loss = 0;
+  double acc_loss = 0, aux_acc = 0;
   int acc_n = 0;
   const int B = o.images_per_step;
   while (loop.next()) {
@@ -440,7 +470,7 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
       const auto post = vae->encode(to_model_input(b.scenes));
       z0 = (post.mean + post.std * torch::randn_like(post.std)) * scaling;  // [B, 4, h, w]
     }
-    const auto t = torch::randint(0, kTrainTimesteps, {B}, torch::kInt64);
+    const auto t = torch::randint(o.t_min, kTrainTimesteps, {B}, torch::kInt64);
     const auto abar = alphas_cumprod.index_select(0, t).view({B, 1, 1, 1});
     const auto eps = torch::randn_like(z0);
     const auto xt = abar.sqrt() * z0 + (1.0 - abar).sqrt() * eps;
@@ -452,7 +482,14 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     if (fuser) {
       objs = grounding_tokens(unet, text_enc, tok, b.scenes, o.size, grounded, false);  // [B, 30, D]
     }
-    const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs);  // [B, 4, h, w]
+    std::vector<std::pair<std::int64_t, torch::Tensor>> feats;  // (head index, [B, C, H, W])
+    nn::Tap tap;
+    if (o.position_aux > 0)
+      tap = [&](const std::string& name, std::int64_t index, const torch::Tensor& h) {
+        if (name == "unet.down" && index >= first_tapped && index < n_levels - 1) feats.emplace_back(index - first_tapped, h);
+        if (name == "unet.mid") feats.emplace_back(n_levels - 1 - first_tapped, h);
+      };
+    const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs, tap);  // [B, 4, h, w]
     // the target: epsilon, or v = sqrt(abar) eps - sqrt(1 - abar) z0 (v-prediction)
     const auto target = o.v_prediction ? abar.sqrt() * eps - (1.0 - abar).sqrt() * z0 : eps;
     const auto loss = torch::mse_loss(pred, target);  // logged: the plain MSE of the target
@@ -461,6 +498,16 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
       const auto snr = abar.view({B}) / (1.0 - abar.view({B}));
       const auto w = torch::clamp_max(snr, o.min_snr) / (o.v_prediction ? snr + 1.0 : snr);  // [B]
       objective = (w * (pred - target).pow(2).mean(std::vector<std::int64_t>{1, 2, 3})).mean();
+    }
+    if (o.position_aux > 0) {
+      torch::Tensor aux = torch::zeros({});
+      for (const auto& [k, h] : feats) {
+        const auto tokens = h.flatten(2).transpose(1, 2);  // [B, H*W, C]
+        const auto y = pos_heads[static_cast<std::size_t>(k)]->as<torch::nn::Linear>()->forward(tokens);
+        aux = aux + torch::mse_loss(y, position_targets(h.size(2), h.size(3)).unsqueeze(0).expand_as(y));
+      }
+      aux_acc += aux.item<double>() / static_cast<double>(feats.size());
+      objective = objective + o.position_aux * aux / static_cast<double>(feats.size());
     }
     opt->zero_grad();
     objective.backward();
@@ -474,7 +521,9 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
       log_text += fmt::format("unet\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t\n", step + 1, loop.seconds(), lr, rep.final_loss);
-      log_info("demo-gligen: UNet step {} loss {:.5f} ({:.0f} s)", step + 1, rep.final_loss, loop.seconds());
+      log_info("demo-gligen: UNet step {} loss {:.5f} position {:.4f} ({:.0f} s)", step + 1, rep.final_loss, aux_acc / acc_n,
+               loop.seconds());
+      aux_acc = 0;
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;
@@ -626,6 +675,13 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
   return r;
 }
 
+namespace {
+// ||a - b|| / ||b||
+double relative_change(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).norm() / b.norm().clamp_min(1e-12)).item<double>();
+}
+}  // namespace
+
 GligenBoxProbe probe_gligen_boxes(const fs::path& model_dir, int scenes, const std::vector<int>& timesteps,
                                   std::uint64_t seed0) {
   torch::NoGradGuard ng;
@@ -661,20 +717,25 @@ GligenBoxProbe probe_gligen_boxes(const fs::path& model_dir, int scenes, const s
   const auto g_none = grounding_tokens(unet, text_enc, tok, b.scenes, size, none, false);
   GligenBoxProbe r;
   r.scenes = scenes;
+  r.tokens_moved_mirrored = relative_change(g_mirror, g_true);
+  r.tokens_moved_none = relative_change(g_none, g_true);
   r.timesteps = timesteps;
   for (const int t : timesteps) {
     if (t < 0 || t >= kTrainTimesteps) throw UsageError(fmt::format("demo-gligen probe: timestep {} outside 0..{}", t, kTrainTimesteps - 1));
     const double abar = alphas_cumprod[t].item<double>();
     const auto xt = std::sqrt(abar) * z0 + std::sqrt(1.0 - abar) * eps;
     const auto tt = torch::full({B}, static_cast<double>(t));
-    auto mse = [&](const torch::Tensor& g) {
+    auto eps_of = [&](const torch::Tensor& g) {
       auto pred = unet->forward(xt, tt, ctx, g);
       if (v_pred) pred = std::sqrt(1.0 - abar) * xt + std::sqrt(abar) * pred;  // v -> epsilon
-      return torch::mse_loss(pred, eps).item<double>();
+      return pred;
     };
-    r.mse_true.push_back(mse(g_true));
-    r.mse_mirrored.push_back(mse(g_mirror));
-    r.mse_none.push_back(mse(g_none));
+    const auto p_true = eps_of(g_true), p_mirror = eps_of(g_mirror), p_none = eps_of(g_none);
+    r.mse_true.push_back(torch::mse_loss(p_true, eps).item<double>());
+    r.mse_mirrored.push_back(torch::mse_loss(p_mirror, eps).item<double>());
+    r.mse_none.push_back(torch::mse_loss(p_none, eps).item<double>());
+    r.moved_mirrored.push_back(relative_change(p_mirror, p_true));
+    r.moved_none.push_back(relative_change(p_none, p_true));
   }
   return r;
 }

@@ -72,6 +72,14 @@ struct DemoGligenOptions {
   // min(SNR, gamma) / (SNR + 1). At high noise v is mostly -x0, so placing the objects weighs in the
   // loss where the epsilon target barely sees it.
   bool v_prediction = false;
+  // > 0: an auxiliary loss (x this weight) that makes the UNet's features know where they are:
+  // throw-away linear heads (not saved) on the feature maps the fusers read (the down levels'
+  // outputs above the deepest and the mid block's) predict each position's coordinates and their
+  // sines and cosines. Without it no trained UNet used its boxes: its tokens had no position to
+  // match a box against (probe-gligen).
+  double position_aux = 0;
+  // the training timesteps are drawn uniformly from [t_min, 1000): > 0 trains only the noisier ones
+  std::int64_t t_min = 0;
   std::vector<std::int64_t> vae_channels = {16, 32, 64};  // VAE block_out_channels (factor 2^(n-1))
   std::vector<std::int64_t> unet_channels = {32, 64};     // UNet block_out_channels
   int unet_layers = 1;                                    // layers_per_block
@@ -104,6 +112,11 @@ world::Colour classify_colour(const cv::Mat& image, const cv::Mat& mask);
 struct GligenBoxProbe {
   std::vector<int> timesteps;
   std::vector<double> mse_true, mse_mirrored, mse_none;  // per timestep, mean over the scenes
+  // how far the UNet's prediction moves: ||pred(mirrored) - pred(true)|| / ||pred(true)||, and the
+  // same for no grounding; per timestep
+  std::vector<double> moved_mirrored, moved_none;
+  // the same for the grounding tokens themselves (the position net's output)
+  double tokens_moved_mirrored = 0, tokens_moved_none = 0;
   int scenes = 0;
 };
 GligenBoxProbe probe_gligen_boxes(const std::filesystem::path& model_dir, int scenes, const std::vector<int>& timesteps,

@@ -432,6 +432,11 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   REQUIRE(probe.mse_mirrored.size() == 2);
   REQUIRE(probe.mse_none.size() == 2);
   for (int i = 0; i < 2; ++i) CHECK((std::isfinite(probe.mse_true[i]) && probe.mse_true[i] > 0));
+  REQUIRE(probe.moved_mirrored.size() == 2);
+  REQUIRE(probe.moved_none.size() == 2);
+  for (int i = 0; i < 2; ++i) CHECK((probe.moved_mirrored[i] >= 0 && std::isfinite(probe.moved_none[i])));
+  CHECK(probe.tokens_moved_mirrored > 0);  // mirroring changes the boxes' Fourier features
+  CHECK(probe.tokens_moved_none > 0);
   CHECK_THROWS_AS(lli::train::probe_gligen_boxes(t / "gligen", 1, {1000}), lli::UsageError);
   // Stage 1 skipped (--init-vae): the VAE of that pipeline carried over as stored; with the Min-SNR
   // weighting the UNet still trains and logs the plain epsilon MSE; --gate-init opens the fuser.
@@ -441,6 +446,8 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   o2.min_snr = 5;
   o2.gate_init = 1;  // the fuser's gates open from the start
   o2.v_prediction = true;
+  o2.position_aux = 0.3;  // throw-away position heads: trained, not saved
+  o2.t_min = 500;
   const auto rep2 = lli::train::train_demo_gligen(o2);
   CHECK(rep2.steps == 3);
   CHECK(std::isfinite(rep2.final_loss));
@@ -467,6 +474,7 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
     }
     const auto ua = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen" / "unet" / "diffusion_pytorch_model.safetensors"));
     const auto ub = lli::load_tensors(lli::st::Checkpoint::open(t / "gligen2" / "unet" / "diffusion_pytorch_model.safetensors"));
+    CHECK(ua.size() == ub.size());  // the same UNet tensors (no position head saved)
     int gates = 0;
     for (const auto& [name, ta] : ua)
       if (name.find("fuser.alpha_") != std::string::npos) {
