@@ -177,6 +177,8 @@ int main(int argc, char** argv) {
   gligen->add_option("--position-aux", go.position_aux,
                      "Weight of the auxiliary loss that teaches the UNet's features their position (0 = off)")
       ->capture_default_str();
+  gligen->add_option("--max-objects", go.max_objects, "At most this many objects per training scene of the UNet stage")
+      ->capture_default_str();
   gligen->add_option("--t-min", go.t_min, "Train on the timesteps t_min..999 only")->capture_default_str()->check(CLI::Range(0, 999));
   gligen->add_option("--min-snr", go.min_snr, "Min-SNR-gamma loss weighting (0 = the plain epsilon MSE)")->capture_default_str();
   gligen->add_option("--gate-init", go.gate_init, "The GLIGEN fuser's gates at the start (GLIGEN: 0)")->capture_default_str();

@@ -330,6 +330,13 @@ torch::Tensor grounding_tokens(m::UNet2DConditionModel& unet, m::CLIPTextModel& 
 }
 
 namespace {
+// An evaluation image, written atomically (temp file + rename) as every lli output.
+void write_png_atomic(const fs::path& p, const cv::Mat& img) {
+  std::vector<unsigned char> png;
+  if (!cv::imencode(".png", img, png)) throw RuntimeError(p.string() + ": could not encode the PNG");
+  write_file_atomic(p.string(), std::string_view(reinterpret_cast<const char*>(png.data()), png.size()));
+}
+
 constexpr std::int64_t kPositionTargets = 10;
 // Each position's targets for the position heads: x, y (cell centres in -1..1) and the sines and
 // cosines of pi x, pi y, 2 pi x, 2 pi y. [H*W, kPositionTargets]
@@ -363,6 +370,9 @@ world::SceneConfig gligen_scene_config(int size) {
 TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   if (o.out_dir.empty()) throw UsageError("demo-gligen: no output directory");
   if (o.tokenizer_dir.empty()) throw UsageError("demo-gligen: no tokenizer directory (--tokenizer)");
+  if (o.max_objects < 1 || o.max_objects > gligen_scene_config(o.size).max_objects)
+    throw UsageError(fmt::format("demo-gligen: --max-objects {} outside 1..{}", o.max_objects,
+                                 gligen_scene_config(o.size).max_objects));
   if (o.steps < 1 || o.vae_steps < 0 || o.images_per_step < 1) throw UsageError("demo-gligen: steps and images must be >= 1");
   if (o.vae_channels.size() < 2 || o.unet_channels.empty()) throw UsageError("demo-gligen: >= 2 VAE levels and >= 1 UNet level");
   const std::int64_t factor = std::int64_t{1} << (o.vae_channels.size() - 1);
@@ -448,11 +458,13 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   double acc_loss = 0, aux_acc = 0;
   int acc_n = 0;
   const int B = o.images_per_step;
+  world::SceneConfig wc2 = wc;
+  wc2.max_objects = o.max_objects;
   while (loop.next()) {
     const std::int64_t step = loop.step();
     const double lr = warmup_cosine_lr(o.lr, step, o.steps, o.warmup);
     set_lr(*opt, lr);
-    Batch b = make_batch(o.vae_steps + 10000 + step, B, wc);
+    Batch b = make_batch(o.vae_steps + 10000 + step, B, wc2);
     // drops: caption (and then half of the time the grounding), grounding alone, the fuser
     std::vector<bool> grounded(static_cast<std::size_t>(B), true);
     for (int i = 0; i < B; ++i) {
@@ -521,8 +533,8 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
       log_text += fmt::format("unet\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t\n", step + 1, loop.seconds(), lr, rep.final_loss);
-      log_info("demo-gligen: UNet step {} loss {:.5f} position {:.4f} ({:.0f} s)", step + 1, rep.final_loss, aux_acc / acc_n,
-               loop.seconds());
+      log_info("demo-gligen: UNet step {} loss {:.5f}{} ({:.0f} s)", step + 1, rep.final_loss,
+               o.position_aux > 0 ? fmt::format(" position {:.4f}", aux_acc / acc_n) : std::string(), loop.seconds());
       aux_acc = 0;
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
@@ -634,7 +646,7 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     req.beta = o.beta;
     req.seed = static_cast<std::uint64_t>(i);
     const cv::Mat img = gen.generate(req).images.at(0);
-    if (!o.images_dir.empty()) cv::imwrite((o.images_dir / fmt::format("layout-{}.png", i)).string(), img);
+    if (!o.images_dir.empty()) write_png_atomic(o.images_dir / fmt::format("layout-{}.png", i), img);
     const auto emb = sam.compute_embedding(img);
     // the judged copy (images_dir): 4x, each requested box in green (right), yellow (found, wrong
     // colour or kind) or red (not found), SAM's mask box in white
@@ -667,7 +679,7 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
         cv::rectangle(judged, x4(ob.box), c, 2);
       }
     }
-    if (!judged.empty()) cv::imwrite((o.images_dir / fmt::format("layout-{}-judged.png", i)).string(), judged);
+    if (!judged.empty()) write_png_atomic(o.images_dir / fmt::format("layout-{}-judged.png", i), judged);
     ++r.layouts;
     r.layouts_ok += all;
   }

@@ -78,6 +78,8 @@ struct DemoGligenOptions {
   // sines and cosines. Without it no trained UNet used its boxes: its tokens had no position to
   // match a box against (probe-gligen).
   double position_aux = 0;
+  // at most this many objects per stage-2 training scene (1..3; the evaluation keeps 1-3)
+  int max_objects = 3;
   // the training timesteps are drawn uniformly from [t_min, 1000): > 0 trains only the noisier ones
   std::int64_t t_min = 0;
   std::vector<std::int64_t> vae_channels = {16, 32, 64};  // VAE block_out_channels (factor 2^(n-1))

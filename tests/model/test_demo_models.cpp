@@ -487,6 +487,13 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
     CHECK(lli::models::load_vae_config(t / "gligen2" / "vae").scaling_factor ==
           doctest::Approx(lli::models::load_vae_config(t / "gligen" / "vae").scaling_factor));
   }
+  {
+    auto o3 = o2;
+    o3.max_objects = 4;  // the world's gligen scenes have at most 3
+    CHECK_THROWS_AS(lli::train::train_demo_gligen(o3), lli::UsageError);
+    o3.max_objects = 0;
+    CHECK_THROWS_AS(lli::train::train_demo_gligen(o3), lli::UsageError);
+  }
   o2.vae_channels = {8, 8};  // not the carried VAE's widths
   CHECK_THROWS_AS(lli::train::train_demo_gligen(o2), lli::UsageError);
   o.size = 30;  // not a multiple of the VAE and UNet downsampling
