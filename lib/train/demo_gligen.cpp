@@ -426,10 +426,8 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   const auto n_levels = static_cast<std::int64_t>(o.unet_channels.size());
   const std::int64_t first_tapped = std::max<std::int64_t>(0, o.attention_from - 1);
   torch::nn::ModuleList pos_heads;
-  for (std::int64_t l = first_tapped; l <= n_levels - 1; ++l) {
-    const auto c = o.unet_channels[static_cast<std::size_t>(l == n_levels - 1 ? n_levels - 1 : l)];
-    pos_heads->push_back(torch::nn::Linear(c, kPositionTargets));
-  }
+  for (std::int64_t l = first_tapped; l <= n_levels - 1; ++l)  // the last: the mid block's (the deepest width)
+    pos_heads->push_back(torch::nn::Linear(o.unet_channels[static_cast<std::size_t>(l)], kPositionTargets));
 
   std::vector<std::int64_t> counts;  // UNet, text encoder, position heads
   auto opt = make_trainable_adamw(

@@ -73,10 +73,10 @@ struct DemoGligenOptions {
   // loss where the epsilon target barely sees it.
   bool v_prediction = false;
   // > 0: an auxiliary loss (x this weight) that makes the UNet's features know where they are:
-  // throw-away linear heads (not saved) on the feature maps the fusers read (the down levels'
-  // outputs above the deepest and the mid block's) predict each position's coordinates and their
-  // sines and cosines. Without it no trained UNet used its boxes: its tokens had no position to
-  // match a box against (probe-gligen).
+  // throw-away linear heads (not saved) on feature maps the fusers read (the outputs of down levels
+  // max(attention_from - 1, 0) .. n - 2 and of the mid block) predict each position's coordinates
+  // and their sines and cosines. A trial of whether the boxes go unused for want of position in the
+  // features: the features learnt it, the boxes stayed unused (MODEL_CARD.md).
   double position_aux = 0;
   // at most this many objects per stage-2 training scene (1..3; the evaluation keeps 1-3)
   int max_objects = 3;
