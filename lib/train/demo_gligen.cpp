@@ -15,6 +15,7 @@
 
 #include "lli/error.h"
 #include "lli/fs.h"
+#include "lli/image.h"
 #include "lli/log.h"
 #include "lli/tensor_io.h"
 #include "models/clip_text.h"
@@ -330,13 +331,6 @@ torch::Tensor grounding_tokens(m::UNet2DConditionModel& unet, m::CLIPTextModel& 
 }
 
 namespace {
-// An evaluation image, written atomically (temp file + rename) as every lli output.
-void write_png_atomic(const fs::path& p, const cv::Mat& img) {
-  std::vector<unsigned char> png;
-  if (!cv::imencode(".png", img, png)) throw RuntimeError(p.string() + ": could not encode the PNG");
-  write_file_atomic(p.string(), std::string_view(reinterpret_cast<const char*>(png.data()), png.size()));
-}
-
 constexpr std::int64_t kPositionTargets = 10;
 // Each position's targets for the position heads: x, y (cell centres in -1..1) and the sines and
 // cosines of pi x, pi y, 2 pi x, 2 pi y. [H*W, kPositionTargets]
@@ -370,9 +364,8 @@ world::SceneConfig gligen_scene_config(int size) {
 TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   if (o.out_dir.empty()) throw UsageError("demo-gligen: no output directory");
   if (o.tokenizer_dir.empty()) throw UsageError("demo-gligen: no tokenizer directory (--tokenizer)");
-  if (o.max_objects < 1 || o.max_objects > gligen_scene_config(o.size).max_objects)
-    throw UsageError(fmt::format("demo-gligen: --max-objects {} outside 1..{}", o.max_objects,
-                                 gligen_scene_config(o.size).max_objects));
+  if (const int most = gligen_scene_config(o.size).max_objects; o.max_objects < 1 || o.max_objects > most)
+    throw UsageError(fmt::format("demo-gligen: --max-objects {} outside 1..{}", o.max_objects, most));
   if (o.steps < 1 || o.vae_steps < 0 || o.images_per_step < 1) throw UsageError("demo-gligen: steps and images must be >= 1");
   if (o.vae_channels.size() < 2 || o.unet_channels.empty()) throw UsageError("demo-gligen: >= 2 VAE levels and >= 1 UNet level");
   const std::int64_t factor = std::int64_t{1} << (o.vae_channels.size() - 1);
@@ -644,7 +637,7 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     req.beta = o.beta;
     req.seed = static_cast<std::uint64_t>(i);
     const cv::Mat img = gen.generate(req).images.at(0);
-    if (!o.images_dir.empty()) write_png_atomic(o.images_dir / fmt::format("layout-{}.png", i), img);
+    if (!o.images_dir.empty()) write_image((o.images_dir / fmt::format("layout-{}.png", i)).string(), img);
     const auto emb = sam.compute_embedding(img);
     // the judged copy (images_dir): 4x, each requested box in green (right), yellow (found, wrong
     // colour or kind) or red (not found), SAM's mask box in white
@@ -677,7 +670,7 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
         cv::rectangle(judged, x4(ob.box), c, 2);
       }
     }
-    if (!judged.empty()) write_png_atomic(o.images_dir / fmt::format("layout-{}-judged.png", i), judged);
+    if (!judged.empty()) write_image((o.images_dir / fmt::format("layout-{}-judged.png", i)).string(), judged);
     ++r.layouts;
     r.layouts_ok += all;
   }
