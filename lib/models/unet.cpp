@@ -316,7 +316,7 @@ torch::Tensor UNetDownBlockImpl::forward(const torch::Tensor& x, const UNetBlock
   torch::Tensor h = x;
   for (std::size_t l = 0; l < resnet_list.size(); ++l) {
     h = resnet_list[l](h, in.temb);
-    if (!attention_list.empty()) h = attention_list[l](h, in.context, in.objs);
+    if (!attention_list.empty()) h = attention_list[l](h, in.context, in.objs, in.tap);
     skips.push_back(h);
   }
   if (downsampler) {
@@ -344,7 +344,7 @@ UNetMidBlockImpl::UNetMidBlockImpl(const UNetConfig& c, std::int64_t q_chunk) {
 torch::Tensor UNetMidBlockImpl::forward(const torch::Tensor& x, const UNetBlockInputs& in) {
   auto h = resnet_list[0](x, in.temb);
   for (std::size_t l = 0; l < attention_list.size(); ++l) {
-    h = attention_list[l](h, in.context, in.objs);
+    h = attention_list[l](h, in.context, in.objs, in.tap);
     h = resnet_list[l + 1](h, in.temb);
   }
   return h;
@@ -387,7 +387,7 @@ torch::Tensor UNetUpBlockImpl::forward(const torch::Tensor& x, const UNetBlockIn
     h = torch::cat({h, skips.back()}, 1);  // [B, C + C_skip, H, W]
     skips.pop_back();
     h = resnet_list[l](h, in.temb);
-    if (!attention_list.empty()) h = attention_list[l](h, in.context, in.objs);
+    if (!attention_list.empty()) h = attention_list[l](h, in.context, in.objs, in.tap);
   }
   if (upsampler) {
     if (skips.empty()) throw RuntimeError("UNet up block: no skip connection left for the upsampling size");
@@ -465,7 +465,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
   if (cfg.time_embedding_act_fn) emb = nn::apply_activation(emb, *cfg.time_embedding_act_fn);
   nn::tap_if(tap, "unet.time_emb", -1, emb);
 
-  UNetBlockInputs in{emb, encoder_hidden_states.to(dev, dt), objs.defined() ? objs.to(dev, dt) : torch::Tensor()};
+  UNetBlockInputs in{emb, encoder_hidden_states.to(dev, dt), objs.defined() ? objs.to(dev, dt) : torch::Tensor(), tap};
   auto h = conv_in(nn::prefer_channels_last(x));  // [B, C0, h, w] (channels-last on the bf16 CPU path)
   nn::tap_if(tap, "unet.conv_in", -1, h);
   std::vector<torch::Tensor> skips{h};

@@ -111,6 +111,7 @@ struct UNetBlockInputs {
   torch::Tensor temb;     // [B, time_embed_dim]
   torch::Tensor context;  // [B, L, cross_attention_dim]
   torch::Tensor objs;     // GLIGEN grounding tokens or undefined
+  nn::Tap tap;            // passed to the transformers (the fusers' "fuser.scores")
 };
 
 // CrossAttnDownBlock2D (with attentions) / DownBlock2D.
@@ -165,7 +166,7 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   // fuser not applied (plain SD, or GLIGEN after its scheduled-sampling steps). Inputs of any
   // float dtype are converted to the weights'. Returns [B, out_channels, h, w] fp32.
   // Taps: "unet.time_emb", "unet.conv_in", "unet.down" (level), "unet.mid", "unet.up" (index),
-  // "unet.out".
+  // "unet.out", and every fuser's "fuser.scores" (nn/transformer_2d.h; only with objs).
   torch::Tensor forward(const torch::Tensor& sample, double timestep, const torch::Tensor& encoder_hidden_states,
                         const torch::Tensor& objs = {}, const nn::Tap& tap = {});
   // The same with one timestep per batch row: timesteps [B] (training draws one per sample).

@@ -3,6 +3,7 @@
 // BasicTransformerBlock (norm_type "layer_norm"), GatedSelfAttentionDense (v0.31).
 #include "nn/transformer_2d.h"
 
+#include <cmath>
 #include <string>
 
 #include "lli/error.h"
@@ -42,10 +43,17 @@ GatedSelfAttentionDenseImpl::GatedSelfAttentionDenseImpl(std::int64_t query_dim,
   alpha_dense = register_parameter("alpha_dense", placeholder({}), false);
 }
 
-torch::Tensor GatedSelfAttentionDenseImpl::forward(const torch::Tensor& x, const torch::Tensor& objs) {
+torch::Tensor GatedSelfAttentionDenseImpl::forward(const torch::Tensor& x, const torch::Tensor& objs, const Tap& tap,
+                                                   std::int64_t grid_width) {
   const auto n_visual = x.size(1);
   auto o = linear(objs.to(x.scalar_type()));                   // [B, n_obj, D]
   auto h = layer_norm(norm1, torch::cat({x, o}, 1));          // [B, N + n_obj, D]
+  if (tap) {
+    const auto B = h.size(0), L = h.size(1), heads = attn->cfg.heads, dh = attn->cfg.dim_head;
+    const auto q = attn->to_q(h.narrow(1, 0, n_visual)).view({B, n_visual, heads, dh}).transpose(1, 2);  // [B, heads, N, dh]
+    const auto k = attn->to_k(h).view({B, L, heads, dh}).transpose(1, 2);                                // [B, heads, L, dh]
+    tap("fuser.scores", grid_width, torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(dh))));
+  }
   // Only the visual tokens' outputs are kept: their query rows alone are computed.
   auto a = attn(h, torch::Tensor(), /*n_query=*/n_visual);    // [B, N, D]
   auto y = x + torch::tanh(alpha_attn) * a;
@@ -65,11 +73,11 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(const Transformer2DConfig& 
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
-                                                 const torch::Tensor& objs) {
+                                                 const torch::Tensor& objs, const Tap& tap, std::int64_t grid_width) {
   auto h = x + attn1(layer_norm(norm1, x), only_cross_attention ? context : torch::Tensor());
   if (objs.defined()) {
     if (!fuser) throw RuntimeError("GLIGEN grounding tokens given to a transformer block without a fuser");
-    h = fuser(h, objs);
+    h = fuser(h, objs, tap, grid_width);
   }
   h = h + attn2(layer_norm(norm2, h), context);
   return h + ff(layer_norm(norm3, h));
@@ -101,7 +109,7 @@ Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DConfig& c) : c
 }
 
 torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
-                                              const torch::Tensor& objs) {
+                                              const torch::Tensor& objs, const Tap& tap) {
   const auto B = x.size(0), H = x.size(2), W = x.size(3);
   const auto inner = cfg.inner_dim();
   auto h = norm(x);  // [B, C, H, W]
@@ -113,7 +121,7 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
     h = proj_in_linear(h.permute({0, 2, 3, 1}).reshape({B, H * W, x.size(1)}).contiguous());
   }
   const auto ctx = context.to(h.scalar_type());
-  for (auto& blk : blocks) h = blk(h, ctx, objs);
+  for (auto& blk : blocks) h = blk(h, ctx, objs, tap, W);
   if (proj_out_conv) {
     // Back in x's layout (a free view when x is channels-last).
     h = proj_out_conv(h.reshape({B, H, W, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format()));

@@ -14,6 +14,7 @@
 
 #include "nn/diffusers_attention.h"
 #include "nn/layers.h"
+#include "nn/tap.h"
 
 namespace lli::nn {
 
@@ -36,11 +37,16 @@ struct Transformer2DConfig {
 
 // x = x + tanh(alpha_attn) * attn(norm1(cat(x, linear(objs))))[:, :N]
 // x = x + tanh(alpha_dense) * ff(norm2(x))
+// Tap "fuser.scores" (index: the token grid's width): the attention logits of the visual queries
+// over all keys, scale * q k^T per head, [B, heads, N, N + n_obj] (computed only when a tap is set;
+// training reads them, e.g. to teach the fuser which box a token lies in).
 struct GatedSelfAttentionDenseImpl : torch::nn::Module {
   GatedSelfAttentionDenseImpl(std::int64_t query_dim, std::int64_t context_dim, std::int64_t n_head,
                               std::int64_t head_dim, std::int64_t q_chunk);
-  // x: [B, N, query_dim]; objs: [B, n_obj, context_dim] -> [B, N, query_dim]
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& objs);
+  // x: [B, N, query_dim]; objs: [B, n_obj, context_dim] -> [B, N, query_dim]; grid_width: the
+  // token grid's width (only passed to the tap)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& objs, const Tap& tap = {},
+                        std::int64_t grid_width = -1);
 
   Linear linear{nullptr};
   DiffusersAttention attn{nullptr};
@@ -53,8 +59,10 @@ TORCH_MODULE(GatedSelfAttentionDense);
 struct BasicTransformerBlockImpl : torch::nn::Module {
   explicit BasicTransformerBlockImpl(const Transformer2DConfig& cfg);
   // x: [B, N, D]; context: [B, L, cross_attention_dim]; objs: GLIGEN grounding tokens
-  // [B, n_obj, cross_attention_dim] or undefined (fuser not applied) -> [B, N, D]
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& objs = {});
+  // [B, n_obj, cross_attention_dim] or undefined (fuser not applied) -> [B, N, D]; tap and
+  // grid_width: the fuser's
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& objs = {},
+                        const Tap& tap = {}, std::int64_t grid_width = -1);
 
   LayerNorm norm1{nullptr};
   DiffusersAttention attn1{nullptr};
@@ -70,8 +78,9 @@ TORCH_MODULE(BasicTransformerBlock);
 struct Transformer2DModelImpl : torch::nn::Module {
   explicit Transformer2DModelImpl(const Transformer2DConfig& cfg);
   // x: [B, C, H, W]; context: [B, L, cross_attention_dim]; objs as in BasicTransformerBlock
-  // -> [B, C, H, W] (with the residual added)
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& objs = {});
+  // -> [B, C, H, W] (with the residual added). Taps: the fusers' "fuser.scores" (index W).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& objs = {},
+                        const Tap& tap = {});
 
   bool has_fuser() const { return cfg.gated; }
 

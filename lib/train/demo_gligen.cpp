@@ -300,16 +300,19 @@ double train_vae(m::AutoencoderKLImpl& vae, const DemoGligenOptions& o, const wo
 
 // GLIGEN's grounding tokens of `scenes` (size x size pixels): each object's box (mirrored
 // left-right when `mirror`) and the pooled text of its name through the position net; the objects
-// of the images not `grounded` masked. [B, kMaxObjects, D]
+// of the images not `grounded` masked. [B, kMaxObjects, D]; boxes_out / masks_out, when given: the
+// position net's boxes [B, kMaxObjects, 4] and masks [B, kMaxObjects].
 torch::Tensor grounding_tokens(m::UNet2DConditionModel& unet, m::CLIPTextModel& text_enc, const text::CLIPTokenizer& tok,
                                const std::vector<world::Scene>& scenes, int size, const std::vector<bool>& grounded,
-                               bool mirror) {
+                               bool mirror, torch::Tensor* boxes_out = nullptr, torch::Tensor* masks_out = nullptr,
+                               bool detach_text = false) {
   const auto B = static_cast<std::int64_t>(scenes.size());
   std::vector<std::string> phrases;
   for (const auto& sc : scenes)
     for (const auto& ob : sc.objects) phrases.push_back(ob.name());
   const auto pb = tok.encode_batch(phrases, text::CLIPTokenizer::Padding::longest, 77, true);
-  const auto pooled = text_enc->forward(rows_tensor(pb.ids), rows_tensor(pb.attention_mask)).pooler_output;  // [n, D]
+  auto pooled = text_enc->forward(rows_tensor(pb.ids), rows_tensor(pb.attention_mask)).pooler_output;  // [n, D]
+  if (detach_text) pooled = pooled.detach();
   const auto D = pooled.size(1);
   auto boxes = torch::zeros({B, kMaxObjects, 4});
   auto masks = torch::zeros({B, kMaxObjects});
@@ -327,10 +330,39 @@ torch::Tensor grounding_tokens(m::UNet2DConditionModel& unet, m::CLIPTextModel& 
     pos.push_back(torch::cat({pooled.narrow(0, off, n), torch::zeros({kMaxObjects - n, D})}));
     off += n;
   }
+  if (boxes_out) *boxes_out = boxes;
+  if (masks_out) *masks_out = masks;
   return unet->position_net_forward(boxes, masks, torch::stack(pos));
 }
 
+// The fuser-attention loss: averaged over the heads, a token whose cell centre lies in real boxes
+// must attend to their grounding tokens (loss -log of that mass), a token outside every box away
+// from the real tokens (-log of the rest); the means over the inside and the outside tokens of the
+// images with real objects, added.
+torch::Tensor fuser_attention_loss(const torch::Tensor& scores, std::int64_t W, const torch::Tensor& boxes,
+                                   const torch::Tensor& masks) {
+  const auto B = scores.size(0), N = scores.size(2), n_obj = boxes.size(1);
+  const auto H = N / W;
+  const auto p = torch::softmax(scores.to(torch::kFloat32), -1).mean(1).narrow(2, N, n_obj);  // [B, N, n_obj]
+  const auto ys = ((torch::arange(H, torch::kFloat32) + 0.5) / static_cast<double>(H)).repeat_interleave(W);  // [N]
+  const auto xs = ((torch::arange(W, torch::kFloat32) + 0.5) / static_cast<double>(W)).repeat({H});           // [N]
+  const auto bx = boxes.unsqueeze(1);  // [B, 1, n_obj, 4]
+  const auto x = xs.view({1, N, 1}), y = ys.view({1, N, 1});
+  const auto inside = ((x >= bx.select(3, 0)) & (x <= bx.select(3, 2)) & (y >= bx.select(3, 1)) & (y <= bx.select(3, 3)))
+                          .to(torch::kFloat32) * masks.unsqueeze(1);  // [B, N, n_obj]
+  const auto in_any = inside.amax(2) > 0;                                        // [B, N]
+  const auto grounded = (masks.amax(1) > 0).view({B, 1}).expand({B, N});         // [B, N]
+  const auto mass_in = (p * inside).sum(2);                                       // [B, N]
+  const auto mass_real = (p * masks.unsqueeze(1)).sum(2);                         // [B, N]
+  torch::Tensor loss = torch::zeros({});
+  const auto sel_in = in_any & grounded, sel_out = (~in_any) & grounded;
+  if (sel_in.any().item<bool>()) loss = loss - torch::log(mass_in.masked_select(sel_in) + 1e-6).mean();
+  if (sel_out.any().item<bool>()) loss = loss - torch::log(1.0 - mass_real.masked_select(sel_out) + 1e-6).mean();
+  return loss;
+}
+
 namespace {
+
 constexpr std::int64_t kPositionTargets = 10;
 // Each position's targets for the position heads: x, y (cell centres in -1..1) and the sines and
 // cosines of pi x, pi y, 2 pi x, 2 pi y. [H*W, kPositionTargets]
@@ -446,8 +478,8 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
 
   world::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 31);
   StepLoop loop("demo-gligen UNet", o.steps, o.log_every, o.max_minutes);
-  double acc_loss = 0, aux_acc = 0;
-  int acc_n = 0;
+  double acc_loss = 0, aux_acc = 0, attn_acc = 0;
+  int acc_n = 0, attn_n = 0;
   const int B = o.images_per_step;
   world::SceneConfig wc2 = wc;
   wc2.max_objects = o.max_objects;
@@ -481,16 +513,23 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     const auto cap = tok.encode_batch(b.captions, text::CLIPTokenizer::Padding::max_length, 77, true);
     const auto ctx = text_enc->forward(rows_tensor(cap.ids)).last_hidden_state;  // [B, 77, D]
 
-    torch::Tensor objs;
+    torch::Tensor objs, g_boxes, g_masks;
     if (fuser) {
-      objs = grounding_tokens(unet, text_enc, tok, b.scenes, o.size, grounded, false);  // [B, 30, D]
+      // with the attention loss the phrases' text features are not trained through the grounding: that
+      // loss wants keys that depend on the box alone and, measured, taught the shared text encoder to
+      // drop the words (the captions then drew the same image whatever their colours)
+      objs = grounding_tokens(unet, text_enc, tok, b.scenes, o.size, grounded, false, &g_boxes, &g_masks,
+                              o.attention_aux > 0);  // [B, 30, D]
     }
     std::vector<std::pair<std::int64_t, torch::Tensor>> feats;  // (head index, [B, C, H, W])
+    std::vector<std::pair<std::int64_t, torch::Tensor>> fuser_scores;  // (grid width, [B, heads, N, N + n_obj])
     nn::Tap tap;
-    if (o.position_aux > 0)
+    if (o.position_aux > 0 || o.attention_aux > 0)
       tap = [&](const std::string& name, std::int64_t index, const torch::Tensor& h) {
-        if (name == "unet.down" && index >= first_tapped && index < n_levels - 1) feats.emplace_back(index - first_tapped, h);
-        if (name == "unet.mid") feats.emplace_back(n_levels - 1 - first_tapped, h);
+        if (o.position_aux > 0 && name == "unet.down" && index >= first_tapped && index < n_levels - 1)
+          feats.emplace_back(index - first_tapped, h);
+        if (o.position_aux > 0 && name == "unet.mid") feats.emplace_back(n_levels - 1 - first_tapped, h);
+        if (o.attention_aux > 0 && name == "fuser.scores") fuser_scores.emplace_back(index, h);
       };
     const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs, tap);  // [B, 4, h, w]
     // the target: epsilon, or v = sqrt(abar) eps - sqrt(1 - abar) z0 (v-prediction)
@@ -512,6 +551,14 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
       aux_acc += aux.item<double>() / static_cast<double>(feats.size());
       objective = objective + o.position_aux * aux / static_cast<double>(feats.size());
     }
+    if (!fuser_scores.empty()) {
+      torch::Tensor aux = torch::zeros({});
+      for (const auto& [w, sc] : fuser_scores) aux = aux + fuser_attention_loss(sc, w, g_boxes, g_masks);
+      aux = aux / static_cast<double>(fuser_scores.size());
+      attn_acc += aux.item<double>();
+      ++attn_n;
+      objective = objective + o.attention_aux * aux;
+    }
     opt->zero_grad();
     objective.backward();
     torch::nn::utils::clip_grad_norm_(trained, 1.0);
@@ -524,9 +571,12 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     if (loop.end_step()) {
       rep.final_loss = acc_loss / acc_n;
       log_text += fmt::format("unet\t{}\t{:.1f}\t{:.3g}\t{:.5f}\t\n", step + 1, loop.seconds(), lr, rep.final_loss);
-      log_info("demo-gligen: UNet step {} loss {:.5f}{} ({:.0f} s)", step + 1, rep.final_loss,
-               o.position_aux > 0 ? fmt::format(" position {:.4f}", aux_acc / acc_n) : std::string(), loop.seconds());
+      log_info("demo-gligen: UNet step {} loss {:.5f}{}{} ({:.0f} s)", step + 1, rep.final_loss,
+               o.position_aux > 0 ? fmt::format(" position {:.4f}", aux_acc / acc_n) : std::string(),
+               attn_n > 0 ? fmt::format(" attention {:.4f}", attn_acc / attn_n) : std::string(), loop.seconds());
       aux_acc = 0;
+      attn_acc = 0;
+      attn_n = 0;
       write_file_atomic(log_path.string(), log_text);
       acc_loss = 0;
       acc_n = 0;
@@ -624,6 +674,7 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
   const world::SceneConfig wc = gligen_scene_config(size);
   if (!o.images_dir.empty()) fs::create_directories(o.images_dir);
   GligenEvalResult r;
+  std::string judged_tsv = "layout\tphrase\tfound\tcolour_read\tkind_read\n";  // images_dir
   for (int i = 0; i < o.layouts; ++i) {
     const world::Scene sc = world::make_scene(o.seed0 + static_cast<std::uint64_t>(i), wc);
     pipelines::GenerateRequest req;
@@ -637,7 +688,14 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     req.beta = o.beta;
     req.seed = static_cast<std::uint64_t>(i);
     const cv::Mat img = gen.generate(req).images.at(0);
-    if (!o.images_dir.empty()) write_image((o.images_dir / fmt::format("layout-{}.png", i)).string(), img);
+    if (!o.images_dir.empty()) {
+      write_image((o.images_dir / fmt::format("layout-{}.png", i)).string(), img);
+      // the request as lli-generate's --layout file (pixel boxes; the image's seed is i)
+      nlohmann::json lj = {{"text", req.prompt}, {"boxes", nlohmann::json::array()}};
+      for (const auto& ob : sc.objects)
+        lj["boxes"].push_back({{"box", {ob.box.x, ob.box.y, ob.box.x + ob.box.width, ob.box.y + ob.box.height}}, {"phrase", ob.name()}});
+      write_json_atomic(o.images_dir / fmt::format("layout-{}.json", i), lj);
+    }
     const auto emb = sam.compute_embedding(img);
     // the judged copy (images_dir): 4x, each requested box in green (right), yellow (found, wrong
     // colour or kind) or red (not found), SAM's mask box in white
@@ -663,6 +721,10 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
       const bool ok = found && colour && kind;
       r.boxes_ok += ok;
       all = all && ok;
+      if (!o.images_dir.empty())
+        judged_tsv += fmt::format("{}\t{}\t{}\t{}\t{}\n", i, ob.name(), found ? 1 : 0,
+                                  masks.empty() || masks[0].area == 0 ? "-" : world::colour_name(classify_colour(img, masks[0].mask)),
+                                  masks.empty() || masks[0].area == 0 ? "-" : world::shape_name(classify_shape(masks[0].mask)));
       if (!judged.empty()) {
         const auto x4 = [](const cv::Rect& b) { return cv::Rect(b.x * 4, b.y * 4, b.width * 4, b.height * 4); };
         if (!masks.empty() && masks[0].area > 0) cv::rectangle(judged, x4(masks[0].bbox), cv::Scalar(255, 255, 255), 1);
@@ -674,6 +736,7 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
     ++r.layouts;
     r.layouts_ok += all;
   }
+  if (!o.images_dir.empty()) write_file_atomic((o.images_dir / "judged.tsv").string(), judged_tsv);
   r.seconds = (now_ms() - t0) / 1e3;
   return r;
 }

@@ -78,6 +78,11 @@ struct DemoGligenOptions {
   // and their sines and cosines. A trial of whether the boxes go unused for want of position in the
   // features: the features learnt it, the boxes stayed unused (MODEL_CARD.md).
   double position_aux = 0;
+  // > 0: an auxiliary loss (x this weight) on every fuser's attention (the "fuser.scores" tap): a
+  // visual token whose cell centre lies in a requested box must put its attention (averaged over
+  // the heads) on that box's grounding token, one outside every box on anything but the real
+  // grounding tokens (-log of those masses). Teaches the fuser to select by box directly.
+  double attention_aux = 0;
   // at most this many objects per stage-2 training scene (1..3; the evaluation keeps 1-3)
   int max_objects = 3;
   // the training timesteps are drawn uniformly from [t_min, 1000): > 0 trains only the noisier ones
@@ -142,7 +147,8 @@ struct GligenEvalOptions {
   DTypeChoice dtype = DTypeChoice::automatic;
   // when set: each generated image written there as layout-N.png, and layout-N-judged.png (4x, the
   // requested boxes green when right, yellow when found with the wrong colour or kind, red when not
-  // found; SAM's mask box white)
+  // found; SAM's mask box white), layout-N.json (the request as lli-generate's --layout file; the
+  // image's --seed is N) and judged.tsv (per box: found, the colour and kind the judge read)
   std::filesystem::path images_dir;
 };
 

@@ -187,4 +187,10 @@ inline void copy_clip_tokenizer(const std::filesystem::path& from, const std::fi
   }
 }
 
+// demo-gligen's --attention-aux loss of one tapped fuser (defined in demo_gligen.cpp; declared here,
+// with libtorch, for its test): scores [B, heads, N, N + n_obj] ("fuser.scores", the token grid
+// `grid_width` wide), boxes [B, n_obj, 4] xyxy in 0..1, masks [B, n_obj] (1 = a real object). A 0-d tensor.
+torch::Tensor fuser_attention_loss(const torch::Tensor& scores, std::int64_t grid_width, const torch::Tensor& boxes,
+                                   const torch::Tensor& masks);
+
 }  // namespace lli::train

@@ -24,6 +24,7 @@
 #include "train/demo_llava.h"
 #include "train/demo_owl.h"
 #include "train/demo_sam.h"
+#include "train/train_util.h"
 
 namespace fs = std::filesystem;
 
@@ -382,6 +383,29 @@ TEST_CASE("demo-gligen judge: the true masks of held-out scenes are read as thei
   CHECK(kind >= objects * 97 / 100);
 }
 
+TEST_CASE("demo-gligen attention loss: low when each token attends to the box it lies in, high otherwise") {
+  // a 2 x 2 token grid (N = 4, row-major), two grounding slots: a real box over the left column, a null one
+  const auto boxes = torch::tensor({0.0f, 0.0f, 0.5f, 1.0f, 0.0f, 0.0f, 0.0f, 0.0f}).view({1, 2, 4});
+  const auto masks = torch::tensor({1.0f, 0.0f}).view({1, 2});
+  auto right = torch::zeros({1, 2, 4, 6});  // 2 heads; keys: 4 visual tokens, then the 2 slots
+  auto wrong = torch::zeros({1, 2, 4, 6});
+  for (int n = 0; n < 4; ++n) {
+    const bool left = n % 2 == 0;
+    right.select(2, n).select(2, left ? 4 : n).fill_(30.0);  // left tokens on the box's slot, right ones on themselves
+    wrong.select(2, n).select(2, left ? 5 : 4).fill_(30.0);  // left ones on the null slot, right ones on the box's
+  }
+  CHECK(lli::train::fuser_attention_loss(right, 2, boxes, masks).item<double>() < 1e-3);
+  CHECK(lli::train::fuser_attention_loss(wrong, 2, boxes, masks).item<double>() > 20);
+  // uniform attention over the 6 keys: -log(1/6) inside + -log(5/6) outside
+  auto uniform = torch::zeros({1, 2, 4, 6}, torch::requires_grad());
+  const auto l = lli::train::fuser_attention_loss(uniform, 2, boxes, masks);
+  CHECK(l.item<double>() == doctest::Approx(std::log(6.0) - std::log(5.0 / 6.0)).epsilon(1e-4));
+  l.backward();
+  CHECK(uniform.grad().abs().sum().item<double>() > 0);
+  // no real object: nothing to learn
+  CHECK(lli::train::fuser_attention_loss(right, 2, boxes, torch::zeros({1, 2})).item<double>() == 0.0);
+}
+
 TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a pipeline lli-generate loads") {
   lli::test::TempDir t;
   lli::train::DemoGligenOptions o;
@@ -448,6 +472,7 @@ TEST_CASE("demo-gligen training: a few steps through the lib/ SD modules give a 
   o2.v_prediction = true;
   o2.position_aux = 0.3;  // throw-away position heads: trained, not saved
   o2.t_min = 500;
+  o2.attention_aux = 0.5;  // the fusers' attention pointed at the boxes (a loss on the "fuser.scores" tap)
   const auto rep2 = lli::train::train_demo_gligen(o2);
   CHECK(rep2.steps == 3);
   CHECK(std::isfinite(rep2.final_loss));

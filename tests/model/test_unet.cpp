@@ -69,6 +69,26 @@ void check_unet_fixture(const fs::path& dir, const m::UNetLoadOptions& opts = {}
   CHECK((out.scalar_type() == torch::kFloat32));
   check_close(out, g["unet_out_gligen"], 1e-4, 1e-4, "unet_out_gligen");
   check_close(unet->forward(g["unet_in_sample"], t, ehs), g["unet_out_no_gligen"], 1e-4, 1e-4, "unet_out_no_gligen");
+  {  // every fuser's "fuser.scores" tap (what demo-gligen's --attention-aux trains on); the output unchanged
+    std::vector<std::pair<std::int64_t, torch::Tensor>> scores;
+    const lli::nn::Tap tap = [&](const std::string& name, std::int64_t index, const torch::Tensor& s) {
+      if (name == "fuser.scores") scores.emplace_back(index, s);
+    };
+    CHECK(torch::equal(unet->forward(g["unet_in_sample"], t, ehs, objs, tap), out));
+    std::int64_t fusers = 0;
+    for (const auto& p : unet->named_parameters(true)) fusers += p.key().find("fuser.alpha_attn") != std::string::npos;
+    CHECK(static_cast<std::int64_t>(scores.size()) == fusers);
+    for (const auto& [w, s] : scores) {
+      REQUIRE(s.dim() == 4);
+      CHECK(s.size(0) == out.size(0));
+      CHECK(s.size(3) == s.size(2) + objs.size(1));  // keys: the visual tokens, then the grounding tokens
+      CHECK((w > 0 && s.size(2) % w == 0));
+      CHECK(torch::isfinite(s).all().item<bool>());
+    }
+    scores.clear();
+    unet->forward(g["unet_in_sample"], t, ehs, torch::Tensor(), tap);
+    CHECK(scores.empty());  // no grounding, no fuser
+  }
 
   // The pipeline's grounding tokens and its UNet calls (scheduled sampling: the fuser runs for the
   // first int(beta * len(timesteps)) calls only).
