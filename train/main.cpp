@@ -180,6 +180,10 @@ int main(int argc, char** argv) {
   gligen->add_option("--attention-aux", go.attention_aux,
                      "Weight of the auxiliary loss that points each fuser's attention at the box a token lies in (0 = off)")
       ->capture_default_str();
+  gligen->add_option("--attention-aux-features", go.attention_aux_features,
+                     "Share of the attention loss whose gradient reaches the UNet's features (0..1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   gligen->add_option("--max-objects", go.max_objects, "At most this many objects per training scene of the UNet stage")
       ->capture_default_str();
   gligen->add_option("--t-min", go.t_min, "Train on the timesteps t_min..999 only")->capture_default_str()->check(CLI::Range(0, 999));

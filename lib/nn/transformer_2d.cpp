@@ -50,9 +50,16 @@ torch::Tensor GatedSelfAttentionDenseImpl::forward(const torch::Tensor& x, const
   auto h = layer_norm(norm1, torch::cat({x, o}, 1));          // [B, N + n_obj, D]
   if (tap) {
     const auto B = h.size(0), L = h.size(1), heads = attn->cfg.heads, dh = attn->cfg.dim_head;
-    const auto q = attn->to_q(h.narrow(1, 0, n_visual)).view({B, n_visual, heads, dh}).transpose(1, 2);  // [B, heads, N, dh]
-    const auto k = attn->to_k(h).view({B, L, heads, dh}).transpose(1, 2);                                // [B, heads, L, dh]
-    tap("fuser.scores", grid_width, torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(dh))));
+    const auto scores = [&](const torch::Tensor& t) {  // [B, L, D] -> [B, heads, N, L]
+      const auto q = attn->to_q(t.narrow(1, 0, n_visual)).view({B, n_visual, heads, dh}).transpose(1, 2);  // [B, heads, N, dh]
+      const auto k = attn->to_k(t).view({B, L, heads, dh}).transpose(1, 2);                                // [B, heads, L, dh]
+      return torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(dh)));
+    };
+    tap("fuser.scores", grid_width, scores(h));
+    // the same with the visual tokens detached: a loss on these trains the fuser's projections and
+    // the grounding tokens, not the features the UNet computes
+    tap("fuser.scores_fixed_features", grid_width,
+        scores(torch::cat({h.narrow(1, 0, n_visual).detach(), h.narrow(1, n_visual, L - n_visual)}, 1)));
   }
   // Only the visual tokens' outputs are kept: their query rows alone are computed.
   auto a = attn(h, torch::Tensor(), /*n_query=*/n_visual);    // [B, N, D]

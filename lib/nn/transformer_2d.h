@@ -39,7 +39,9 @@ struct Transformer2DConfig {
 // x = x + tanh(alpha_dense) * ff(norm2(x))
 // Tap "fuser.scores" (index: the token grid's width): the attention logits of the visual queries
 // over all keys, scale * q k^T per head, [B, heads, N, N + n_obj] (computed only when a tap is set;
-// training reads them, e.g. to teach the fuser which box a token lies in).
+// training reads them, e.g. to teach the fuser which box a token lies in), and
+// "fuser.scores_fixed_features": the same computed from the visual tokens detached (a loss on them
+// reaches the fuser's projections and the grounding tokens, not the UNet's features).
 struct GatedSelfAttentionDenseImpl : torch::nn::Module {
   GatedSelfAttentionDenseImpl(std::int64_t query_dim, std::int64_t context_dim, std::int64_t n_head,
                               std::int64_t head_dim, std::int64_t q_chunk);

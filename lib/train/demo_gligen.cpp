@@ -398,6 +398,9 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
   if (o.tokenizer_dir.empty()) throw UsageError("demo-gligen: no tokenizer directory (--tokenizer)");
   if (const int most = gligen_scene_config(o.size).max_objects; o.max_objects < 1 || o.max_objects > most)
     throw UsageError(fmt::format("demo-gligen: --max-objects {} outside 1..{}", o.max_objects, most));
+  if (o.attention_aux < 0 || !(o.attention_aux_features >= 0 && o.attention_aux_features <= 1))
+    throw UsageError(fmt::format("demo-gligen: --attention-aux {} must be >= 0 and --attention-aux-features {} within 0..1",
+                                 o.attention_aux, o.attention_aux_features));
   if (o.steps < 1 || o.vae_steps < 0 || o.images_per_step < 1) throw UsageError("demo-gligen: steps and images must be >= 1");
   if (o.vae_channels.size() < 2 || o.unet_channels.empty()) throw UsageError("demo-gligen: >= 2 VAE levels and >= 1 UNet level");
   const std::int64_t factor = std::int64_t{1} << (o.vae_channels.size() - 1);
@@ -522,7 +525,7 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
                               o.attention_aux > 0);  // [B, 30, D]
     }
     std::vector<std::pair<std::int64_t, torch::Tensor>> feats;  // (head index, [B, C, H, W])
-    std::vector<std::pair<std::int64_t, torch::Tensor>> fuser_scores;  // (grid width, [B, heads, N, N + n_obj])
+    std::vector<std::pair<std::int64_t, torch::Tensor>> fuser_scores, fuser_scores_fixed;  // (grid width, [B, heads, N, N + n_obj])
     nn::Tap tap;
     if (o.position_aux > 0 || o.attention_aux > 0)
       tap = [&](const std::string& name, std::int64_t index, const torch::Tensor& h) {
@@ -530,6 +533,7 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
           feats.emplace_back(index - first_tapped, h);
         if (o.position_aux > 0 && name == "unet.mid") feats.emplace_back(n_levels - 1 - first_tapped, h);
         if (o.attention_aux > 0 && name == "fuser.scores") fuser_scores.emplace_back(index, h);
+        if (o.attention_aux > 0 && name == "fuser.scores_fixed_features") fuser_scores_fixed.emplace_back(index, h);
       };
     const auto pred = unet->forward(xt, t.to(torch::kFloat32), ctx, objs, tap);  // [B, 4, h, w]
     // the target: epsilon, or v = sqrt(abar) eps - sqrt(1 - abar) z0 (v-prediction)
@@ -553,7 +557,12 @@ TrainReport train_demo_gligen(const DemoGligenOptions& o) {
     }
     if (!fuser_scores.empty()) {
       torch::Tensor aux = torch::zeros({});
-      for (const auto& [w, sc] : fuser_scores) aux = aux + fuser_attention_loss(sc, w, g_boxes, g_masks);
+      const double share = o.attention_aux_features;
+      for (std::size_t i = 0; i < fuser_scores.size(); ++i) {
+        const auto w = fuser_scores[i].first;
+        if (share > 0) aux = aux + share * fuser_attention_loss(fuser_scores[i].second, w, g_boxes, g_masks);
+        if (share < 1) aux = aux + (1 - share) * fuser_attention_loss(fuser_scores_fixed.at(i).second, w, g_boxes, g_masks);
+      }
       aux = aux / static_cast<double>(fuser_scores.size());
       attn_acc += aux.item<double>();
       ++attn_n;

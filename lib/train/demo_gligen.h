@@ -83,6 +83,9 @@ struct DemoGligenOptions {
   // the heads) on that box's grounding token, one outside every box on anything but the real
   // grounding tokens (-log of those masses). Teaches the fuser to select by box directly.
   double attention_aux = 0;
+  // the share of that loss whose gradient reaches the UNet's features (the rest is computed on them
+  // detached, "fuser.scores_fixed_features"): 1 = all of it
+  double attention_aux_features = 1;
   // at most this many objects per stage-2 training scene (1..3; the evaluation keeps 1-3)
   int max_objects = 3;
   // the training timesteps are drawn uniformly from [t_min, 1000): > 0 trains only the noisier ones

@@ -70,14 +70,17 @@ void check_unet_fixture(const fs::path& dir, const m::UNetLoadOptions& opts = {}
   check_close(out, g["unet_out_gligen"], 1e-4, 1e-4, "unet_out_gligen");
   check_close(unet->forward(g["unet_in_sample"], t, ehs), g["unet_out_no_gligen"], 1e-4, 1e-4, "unet_out_no_gligen");
   {  // every fuser's "fuser.scores" tap (what demo-gligen's --attention-aux trains on); the output unchanged
-    std::vector<std::pair<std::int64_t, torch::Tensor>> scores;
+    std::vector<std::pair<std::int64_t, torch::Tensor>> scores, fixed;
     const lli::nn::Tap tap = [&](const std::string& name, std::int64_t index, const torch::Tensor& s) {
       if (name == "fuser.scores") scores.emplace_back(index, s);
+      if (name == "fuser.scores_fixed_features") fixed.emplace_back(index, s);
     };
     CHECK(torch::equal(unet->forward(g["unet_in_sample"], t, ehs, objs, tap), out));
     std::int64_t fusers = 0;
     for (const auto& p : unet->named_parameters(true)) fusers += p.key().find("fuser.alpha_attn") != std::string::npos;
     CHECK(static_cast<std::int64_t>(scores.size()) == fusers);
+    REQUIRE(fixed.size() == scores.size());
+    for (std::size_t i = 0; i < fixed.size(); ++i) CHECK(torch::equal(fixed[i].second, scores[i].second));  // the same values
     for (const auto& [w, s] : scores) {
       REQUIRE(s.dim() == 4);
       CHECK(s.size(0) == out.size(0));
@@ -86,8 +89,9 @@ void check_unet_fixture(const fs::path& dir, const m::UNetLoadOptions& opts = {}
       CHECK(torch::isfinite(s).all().item<bool>());
     }
     scores.clear();
+    fixed.clear();
     unet->forward(g["unet_in_sample"], t, ehs, torch::Tensor(), tap);
-    CHECK(scores.empty());  // no grounding, no fuser
+    CHECK((scores.empty() && fixed.empty()));  // no grounding, no fuser
   }
 
   // The pipeline's grounding tokens and its UNet calls (scheduled sampling: the fuser runs for the
