@@ -81,7 +81,9 @@ struct DemoGligenOptions {
   // > 0: an auxiliary loss (x this weight) on every fuser's attention (the "fuser.scores" tap): a
   // visual token whose cell centre lies in a requested box must put its attention (averaged over
   // the heads) on that box's grounding token, one outside every box on anything but the real
-  // grounding tokens (-log of those masses). Teaches the fuser to select by box directly.
+  // grounding tokens (-log of those masses). Teaches the fuser to select by box directly. While it
+  // is on, the phrases' pooled text features enter the grounding tokens detached (through them the
+  // loss taught the shared text encoder to drop the words: MODEL_CARD.md, docs/demo-gligen-trials.md).
   double attention_aux = 0;
   // the share of that loss whose gradient reaches the UNet's features (the rest is computed on them
   // detached, "fuser.scores_fixed_features"): 1 = all of it
