@@ -715,13 +715,20 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
       pipelines::SamPrompt p;
       p.boxes.push_back({double(ob.box.x), double(ob.box.y), double(ob.box.x + ob.box.width), double(ob.box.y + ob.box.height)});
       const auto masks = sam.segment(emb, p);
+      const bool has_mask = !masks.empty() && masks[0].area > 0;
       bool found = false, colour = false, kind = false;
-      if (!masks.empty() && masks[0].area > 0) {
+      const char* colour_read = "-";  // what the judge read (judged.tsv)
+      const char* kind_read = "-";
+      if (has_mask) {
         const cv::Rect mb = masks[0].bbox;
         const double inter = (mb & ob.box).area(), uni = mb.area() + ob.box.area() - inter;
         found = uni > 0 && inter / uni >= 0.5;
-        colour = classify_colour(img, masks[0].mask) == ob.colour;
-        kind = classify_shape(masks[0].mask) == ob.shape;
+        const world::Colour c = classify_colour(img, masks[0].mask);
+        const world::Shape k = classify_shape(masks[0].mask);
+        colour = c == ob.colour;
+        kind = k == ob.shape;
+        colour_read = world::colour_name(c);
+        kind_read = world::shape_name(k);
       }
       ++r.boxes;
       r.boxes_found += found;
@@ -731,12 +738,10 @@ GligenEvalResult evaluate_demo_gligen(const GligenEvalOptions& o) {
       r.boxes_ok += ok;
       all = all && ok;
       if (!o.images_dir.empty())
-        judged_tsv += fmt::format("{}\t{}\t{}\t{}\t{}\n", i, ob.name(), found ? 1 : 0,
-                                  masks.empty() || masks[0].area == 0 ? "-" : world::colour_name(classify_colour(img, masks[0].mask)),
-                                  masks.empty() || masks[0].area == 0 ? "-" : world::shape_name(classify_shape(masks[0].mask)));
+        judged_tsv += fmt::format("{}\t{}\t{}\t{}\t{}\n", i, ob.name(), found ? 1 : 0, colour_read, kind_read);
       if (!judged.empty()) {
         const auto x4 = [](const cv::Rect& b) { return cv::Rect(b.x * 4, b.y * 4, b.width * 4, b.height * 4); };
-        if (!masks.empty() && masks[0].area > 0) cv::rectangle(judged, x4(masks[0].bbox), cv::Scalar(255, 255, 255), 1);
+        if (has_mask) cv::rectangle(judged, x4(masks[0].bbox), cv::Scalar(255, 255, 255), 1);
         const cv::Scalar c = ok ? cv::Scalar(0, 200, 0) : found ? cv::Scalar(0, 220, 220) : cv::Scalar(0, 0, 230);
         cv::rectangle(judged, x4(ob.box), c, 2);
       }
