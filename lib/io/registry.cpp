@@ -170,6 +170,20 @@ Registry Registry::parse(const std::string& yaml_text, const fs::path& file) {
         if (!body.IsMap()) fail_at(file, body, where + ": expected a mapping (kind, path, source, dtype)");
         for (auto f = body.begin(); f != body.end(); ++f) {
           std::string fk = scalar(file, f->first, where);
+          if (fk == "defaults") {  // {key: scalar}: this model's settings for the tools
+            YAML::Node d = f->second;
+            if (d.IsNull()) continue;
+            if (!d.IsMap()) fail_at(file, d, where + ".defaults: expected a mapping key -> value");
+            auto& dst = r.model_defaults_[e.name];
+            for (auto kv = d.begin(); kv != d.end(); ++kv) {
+              std::string k = scalar(file, kv->first, where + ".defaults");
+              YAML::Node v = kv->second;
+              if (v.IsNull()) continue;
+              if (!v.IsScalar()) fail_at(file, v, where + ".defaults." + k + ": expected a single value");
+              dst[k] = ToolValue{v.Scalar(), v.Mark().line + 1, v.Mark().column + 1};
+            }
+            continue;
+          }
           std::string fv = scalar(file, f->second, where + "." + fk);
           if (fk == "kind") e.kind = fv;
           else if (fk == "path") e.path = fv;
@@ -178,7 +192,7 @@ Registry Registry::parse(const std::string& yaml_text, const fs::path& file) {
           else if (fk == "description") e.description = fv;
           else
             fail_at(file, f->first, where + ": unknown key '" + fk +
-                                        "' (allowed: kind, path, source, dtype, description)");
+                                        "' (allowed: kind, path, source, dtype, description, defaults)");
         }
         if (e.kind.empty()) fail_at(file, body, where + ": missing 'kind'");
         if (e.path.empty()) fail_at(file, body, where + ": missing 'path'");
@@ -292,9 +306,34 @@ const Registry::ToolValue* Registry::find_tool_value(const std::string& tool, co
   return k == t->second.end() ? nullptr : &k->second;
 }
 
-std::string Registry::where(const ToolValue& v, const std::string& tool, const std::string& key) const {
-  return file_.string() + ":" + std::to_string(v.line) + ":" + std::to_string(v.column) + ": tools." +
-         tool + "." + key;
+const Registry::ToolValue* Registry::find_model_value(const std::string& model, const std::string& key) const {
+  auto m = model_defaults_.find(model);
+  if (m == model_defaults_.end()) return nullptr;
+  auto k = m->second.find(key);
+  return k == m->second.end() ? nullptr : &k->second;
+}
+
+std::string Registry::where(const ToolValue& v, const std::string& section, const std::string& key) const {
+  return file_.string() + ":" + std::to_string(v.line) + ":" + std::to_string(v.column) + ": " + section + "." + key;
+}
+
+double Registry::to_double(const ToolValue& v, const std::string& section, const std::string& key) const {
+  errno = 0;
+  char* end = nullptr;
+  double d = std::strtod(v.text.c_str(), &end);
+  if (v.text.empty() || end != v.text.c_str() + v.text.size() || errno == ERANGE || !std::isfinite(d))
+    throw ModelError(where(v, section, key) + ": '" + v.text + "' is not a number");
+  return d;
+}
+
+int Registry::to_int(const ToolValue& v, const std::string& section, const std::string& key) const {
+  errno = 0;
+  char* end = nullptr;
+  long long n = std::strtoll(v.text.c_str(), &end, 10);
+  if (v.text.empty() || end != v.text.c_str() + v.text.size() || errno == ERANGE)
+    throw ModelError(where(v, section, key) + ": '" + v.text + "' is not an integer");
+  if (n < INT_MIN || n > INT_MAX) throw ModelError(where(v, section, key) + ": " + v.text + " is out of range");
+  return static_cast<int>(n);
 }
 
 std::optional<std::string> Registry::tool_default(const std::string& tool, const std::string& key) const {
@@ -311,26 +350,12 @@ std::string Registry::tool_string(const std::string& tool, const std::string& ke
 
 double Registry::tool_double(const std::string& tool, const std::string& key, double fallback) const {
   const ToolValue* v = find_tool_value(tool, key);
-  if (!v) return fallback;
-  errno = 0;
-  char* end = nullptr;
-  double d = std::strtod(v->text.c_str(), &end);
-  if (v->text.empty() || end != v->text.c_str() + v->text.size() || errno == ERANGE || !std::isfinite(d))
-    throw ModelError(where(*v, tool, key) + ": '" + v->text + "' is not a number");
-  return d;
+  return v ? to_double(*v, "tools." + tool, key) : fallback;
 }
 
 int Registry::tool_int(const std::string& tool, const std::string& key, int fallback) const {
   const ToolValue* v = find_tool_value(tool, key);
-  if (!v) return fallback;
-  errno = 0;
-  char* end = nullptr;
-  long long n = std::strtoll(v->text.c_str(), &end, 10);
-  if (v->text.empty() || end != v->text.c_str() + v->text.size() || errno == ERANGE)
-    throw ModelError(where(*v, tool, key) + ": '" + v->text + "' is not an integer");
-  if (n < INT_MIN || n > INT_MAX)
-    throw ModelError(where(*v, tool, key) + ": " + v->text + " is out of range");
-  return static_cast<int>(n);
+  return v ? to_int(*v, "tools." + tool, key) : fallback;
 }
 
 bool Registry::tool_bool(const std::string& tool, const std::string& key, bool fallback) const {
@@ -339,7 +364,23 @@ bool Registry::tool_bool(const std::string& tool, const std::string& key, bool f
   const std::string& s = v->text;
   if (s == "true" || s == "True" || s == "yes" || s == "on") return true;
   if (s == "false" || s == "False" || s == "no" || s == "off") return false;
-  throw ModelError(where(*v, tool, key) + ": '" + s + "' is not a boolean (true or false)");
+  throw ModelError(where(*v, "tools." + tool, key) + ": '" + s + "' is not a boolean (true or false)");
+}
+
+std::optional<std::string> Registry::model_default(const std::string& model, const std::string& key) const {
+  const ToolValue* v = find_model_value(model, key);
+  if (!v) return std::nullopt;
+  return v->text;
+}
+
+double Registry::model_double(const std::string& model, const std::string& key, double fallback) const {
+  const ToolValue* v = find_model_value(model, key);
+  return v ? to_double(*v, "models." + model + ".defaults", key) : fallback;
+}
+
+int Registry::model_int(const std::string& model, const std::string& key, int fallback) const {
+  const ToolValue* v = find_model_value(model, key);
+  return v ? to_int(*v, "models." + model + ".defaults", key) : fallback;
 }
 
 }  // namespace lli

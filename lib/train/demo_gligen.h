@@ -148,7 +148,8 @@ struct GligenEvalOptions {
   int layouts = 50;
   std::uint64_t seed0 = 1;  // held-out layouts: the scenes of seeds seed0 .. seed0 + layouts - 1
   int steps = 25;           // diffusion steps per image (the pipeline's scheduler)
-  double guidance = 7.5, beta = 0.3;
+  double guidance = 7.5;
+  double beta = 1.0;  // grounded at every step: demo-gligen's default in configs/models.yaml
   DTypeChoice dtype = DTypeChoice::automatic;
   // when set: each generated image written there as layout-N.png, and layout-N-judged.png (4x, the
   // requested boxes green when right, yellow when found with the wrong colour or kind, red when not

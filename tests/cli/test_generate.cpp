@@ -212,6 +212,13 @@ TEST_CASE("cli generate: without -m takes the shipped demo-gligen when gligen-ge
   const cv::Mat img = cv::imread((t / "scene.png").string());
   REQUIRE(!img.empty());
   CHECK(img.cols == 64);  // the demo model's default size (sample_size x VAE factor)
+  // demo-gligen's own defaults (models.yaml: beta 1.0) apply, and say so; a flag still wins.
+  CHECK(j["beta"] == 1.0);
+  CHECK_MESSAGE(r.err.find("demo-gligen's defaults from") != std::string::npos, r.err);
+  Run b = run(env + "lli-generate -m demo-gligen 'a red circle' --steps 2 --beta 0.3 -o b.png --json", t);
+  REQUIRE_MESSAGE(b.code == 0, b.err);
+  CHECK(json::parse(b.out)["beta"] == 0.3);
+  CHECK(b.err.find("defaults from") == std::string::npos);
   // A model the user names is never replaced.
   Run m = run(env + "lli-generate -m gligen-generation 'a red circle' -o named.png", t);
   CHECK(m.code == 4);

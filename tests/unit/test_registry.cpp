@@ -182,6 +182,9 @@ TEST_CASE("registry: the shipped configs/models.yaml parses and names the expect
   CHECK(r.tool_double("lli-generate", "beta", 0) == doctest::Approx(0.3));
   CHECK(r.tool_int("lli-generate", "steps", 0) == 50);
   CHECK(r.tool_double("lli-generate", "guidance", 0) == doctest::Approx(7.5));
+  // demo-gligen grounds every sampling step (its card measures beta 1 against 0.3).
+  CHECK(r.model_double("demo-gligen", "beta", 0.3) == doctest::Approx(1.0));
+  CHECK(r.model_double("gligen-generation", "beta", 0.3) == doctest::Approx(0.3));
   // Paths default under ~/.cache/lli/models when LLI_MODELS is unset.
   std::string msg = model_error([&] { r.resolve_model("sam-vit-base"); });
   CHECK(msg.find(home.path.string() + "/.cache/lli/models/sam-vit-base") != std::string::npos);
@@ -208,6 +211,33 @@ TEST_CASE("registry: precedence built-in < YAML, and typed getters check types")
         "/cfg/models.yaml:14:12: tools.lli-chat.model: 'tiny' is not a boolean (true or false)");
 }
 
+TEST_CASE("registry: a model's defaults override tools.<tool>, are typed and named in errors") {
+  const char* yaml =
+      "models:\n"
+      "  g:\n"
+      "    kind: gligen\n"
+      "    path: /x\n"
+      "    defaults: {beta: 1.0, steps: 20, bad: big}\n"
+      "  h: {kind: gligen, path: /y}\n"
+      "tools:\n"
+      "  lli-generate: {beta: 0.3}\n";
+  Registry r = Registry::parse(yaml, "m.yaml");
+  const double tool_beta = r.tool_double("lli-generate", "beta", 0.5);
+  CHECK(tool_beta == doctest::Approx(0.3));
+  CHECK(r.model_double("g", "beta", tool_beta) == doctest::Approx(1.0));
+  CHECK(r.model_double("h", "beta", tool_beta) == doctest::Approx(0.3));      // no defaults: the value so far
+  CHECK(r.model_double("absent", "beta", tool_beta) == doctest::Approx(0.3));
+  CHECK(r.model_int("g", "steps", 50) == 20);
+  CHECK(r.model_default("g", "bad") == std::optional<std::string>("big"));
+  CHECK_FALSE(r.model_default("g", "guidance").has_value());
+  CHECK(model_error([&] { r.model_double("g", "bad", 1); }) == "m.yaml:5:43: models.g.defaults.bad: 'big' is not a number");
+  CHECK(model_error([&] { r.model_int("g", "beta", 1); }) == "m.yaml:5:22: models.g.defaults.beta: '1.0' is not an integer");
+  CHECK(model_error([] { Registry::parse("models:\n  a: {kind: sam, path: /x, defaults: 3}\n", "m.yaml"); }) ==
+        "m.yaml:2:38: models.a.defaults: expected a mapping key -> value");
+  CHECK(model_error([] { Registry::parse("models:\n  a: {kind: sam, path: /x, defaults: {k: [1]}}\n", "m.yaml"); }) ==
+        "m.yaml:2:42: models.a.defaults.k: expected a single value");
+}
+
 TEST_CASE("registry: malformed YAML and bad entries name file:line:column") {
   std::string msg = model_error([] { Registry::parse("models:\n  a: [1, 2\n", "m.yaml"); });
   CHECK(msg.rfind("m.yaml:", 0) == 0);
@@ -215,7 +245,7 @@ TEST_CASE("registry: malformed YAML and bad entries name file:line:column") {
   CHECK(model_error([] { Registry::parse("modelz: {}\n", "m.yaml"); }) ==
         "m.yaml:1:1: unknown top-level key 'modelz' (allowed: models, tools)");
   CHECK(model_error([] { Registry::parse("models:\n  a:\n    kind: sam\n    pth: /x\n", "m.yaml"); }) ==
-        "m.yaml:4:5: models.a: unknown key 'pth' (allowed: kind, path, source, dtype, description)");
+        "m.yaml:4:5: models.a: unknown key 'pth' (allowed: kind, path, source, dtype, description, defaults)");
   CHECK(model_error([] { Registry::parse("models:\n  a:\n    kind: sam\n", "m.yaml"); }) ==
         "m.yaml:3:5: models.a: missing 'path'");
   CHECK(model_error([] { Registry::parse("models:\n  a: {kind: sam, path: /x, dtype: int8}\n", "m.yaml"); }) ==

@@ -288,7 +288,7 @@ int main(int argc, char** argv) {
   app.add_option("--height", g.height, "Image height (default as --width)");
   app.add_option("--steps", g.steps, "Diffusion steps (default 50, models.yaml tools.lli-generate.steps)");
   app.add_option("--guidance", g.guidance, "Classifier-free guidance scale (default 7.5; <= 1 turns guidance off)");
-  app.add_option("--beta", g.beta, "GLIGEN scheduled sampling: fraction of steps with grounding (default 0.3)");
+  app.add_option("--beta", g.beta, "GLIGEN scheduled sampling: fraction of steps with grounding (default 0.3, or the model's models.yaml defaults: demo-gligen 1.0)");
   app.add_option("--num-images", g.num_images, "Images per prompt from one noise draw (out-0.png ...)")->capture_default_str();
   app.add_option("--scheduler", g.scheduler, "auto | pndm | ddim | euler | euler-a | dpm++2m (default auto)");
   app.add_option("--eta", g.eta, "DDIM eta (0 = deterministic)")->capture_default_str();
@@ -380,7 +380,28 @@ int main(int argc, char** argv) {
     if (!model_arg.empty()) o.model = model_arg;
 
     (void)parse_dtype(o.dtype);
-    Runner runner(o, g, require_model(o, "lli-generate"));
+    const ResolvedModel model = require_model(o, "lli-generate");
+    if (model.from_registry) {
+      // The model's own defaults (models.<name>.defaults) where neither a flag nor --from-png set
+      // the value. A PNG record holds every value, so only flags count after --from-png.
+      const bool from_record = !g.from_png.empty();
+      std::string taken;  // "steps 20, beta 1"
+      if (!from_record && !g.steps && reg.model_default(model.name, "steps")) {
+        req.steps = reg.model_int(model.name, "steps", static_cast<int>(req.steps));
+        taken += fmt::format("{}steps {}", taken.empty() ? "" : ", ", req.steps);
+      }
+      if (!from_record && g.guidance < 0 && reg.model_default(model.name, "guidance")) {
+        req.guidance = reg.model_double(model.name, "guidance", req.guidance);
+        taken += fmt::format("{}guidance {}", taken.empty() ? "" : ", ", req.guidance);
+      }
+      if (!from_record && g.beta < 0 && reg.model_default(model.name, "beta")) {
+        req.beta = reg.model_double(model.name, "beta", req.beta);
+        taken += fmt::format("{}beta {}", taken.empty() ? "" : ", ", req.beta);
+      }
+      if (!taken.empty())
+        log_info("lli-generate: {}'s defaults from {}: {}", model.name, reg.config_file().string(), taken);
+    }
+    Runner runner(o, g, model);
     if (req.width <= 0) req.width = runner.info().default_width;
     if (req.height <= 0) req.height = runner.info().default_height;
     const auto W = req.width, H = req.height;

@@ -9,6 +9,7 @@
 //       source: llava-hf/llava-1.5-7b-hf  # Hugging Face repo id or URL (informational)
 //       dtype: float16                    # default dtype (optional)
 //       description: "..."                # optional
+//       defaults: {beta: 1.0}             # optional: this model's settings for the tools (below)
 //   tools:
 //     lli-chat: {model: llava-1.5-7b, temperature: 0.2, top_p: 0.7, max_new_tokens: 512}
 // Unknown keys in a model entry are errors (typos); tool defaults are free key/value scalars.
@@ -25,8 +26,10 @@
 //   5. the source tree's configs/models.yaml (LLI_SOURCE_CONFIG_DIR) (if it exists)
 //   none: an empty registry (model names unknown; checkpoint directories still work).
 //
-// Precedence of settings: built-in default < YAML (tools.<tool>.<key>) < command line. Tools
-// call e.g. `opt_given ? flag_value : reg.tool_double("lli-chat", "temperature", 0.2)`.
+// Precedence of settings: built-in default < YAML (tools.<tool>.<key>) < the model's entry
+// (models.<name>.defaults.<key>, when the model was chosen by its registry name) < command line.
+// Tools call e.g. `opt_given ? flag_value : reg.tool_double("lli-chat", "temperature", 0.2)`, and
+// `reg.model_double(model, "beta", value_so_far)` once the model is resolved.
 //
 // Errors: malformed YAML -> ModelError "models.yaml:12:5: ..." (yaml-cpp mark, 1-based); wrong
 // value types name the file, line:column and the key; unknown model name -> ModelError listing the
@@ -98,12 +101,16 @@ class Registry {
   // Per-tool defaults from tools.<tool>.<key> (YAML scalars). tool_default gives the scalar text.
   // Typed getters return `fallback` (the built-in default) when the key is absent and throw
   // ModelError naming the file, line:column and key when the value has the wrong type.
+  // model_* read models.<model>.defaults.<key> the same way (fallback when the model or key is absent).
   std::optional<std::string> tool_default(const std::string& tool, const std::string& key) const;
   std::string tool_string(const std::string& tool, const std::string& key,
                           const std::string& fallback) const;
   double tool_double(const std::string& tool, const std::string& key, double fallback) const;
   int tool_int(const std::string& tool, const std::string& key, int fallback) const;
   bool tool_bool(const std::string& tool, const std::string& key, bool fallback) const;
+  std::optional<std::string> model_default(const std::string& model, const std::string& key) const;
+  double model_double(const std::string& model, const std::string& key, double fallback) const;
+  int model_int(const std::string& model, const std::string& key, int fallback) const;
 
  private:
   struct ToolValue {
@@ -111,11 +118,16 @@ class Registry {
     int line = 0, column = 0;  // 1-based position in the YAML for messages
   };
   const ToolValue* find_tool_value(const std::string& tool, const std::string& key) const;
-  std::string where(const ToolValue& v, const std::string& tool, const std::string& key) const;
+  const ToolValue* find_model_value(const std::string& model, const std::string& key) const;
+  // "FILE:LINE:COL: SECTION.KEY" for messages; SECTION is "tools.<tool>" or "models.<name>.defaults"
+  std::string where(const ToolValue& v, const std::string& section, const std::string& key) const;
+  double to_double(const ToolValue& v, const std::string& section, const std::string& key) const;
+  int to_int(const ToolValue& v, const std::string& section, const std::string& key) const;
 
   fs::path file_;
   std::map<std::string, ModelEntry> models_;
   std::map<std::string, std::map<std::string, ToolValue>> tools_;
+  std::map<std::string, std::map<std::string, ToolValue>> model_defaults_;  // model -> key -> value
 };
 
 }  // namespace lli
